@@ -1,0 +1,3 @@
+from shimctl.cli import main
+
+main()
