@@ -1,0 +1,241 @@
+"""A shim bundle (STATE/<ns>/<id>) and its work dir (ROOT/<ns>/<id>), as the manager lays them out.
+
+Creation and deletion follow layout.md §4 and §6; every path this module removes is checked to
+stay inside ROOT or STATE, and symlinks are never followed out of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from shimctl import fsutil
+from shimctl.errors import AlreadyExists, FailedPrecondition, NotFound, Unsafe
+from shimctl.settings import Settings
+from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
+
+DIR_MODE = 0o711
+BUNDLE_MODE = 0o700
+ADDRESS = "address"
+BOOTSTRAP = "bootstrap.json"
+SHIM_BINARY_PATH = "shim-binary-path"
+SANDBOX = "sandbox"
+CONFIG = "config.json"
+LOG = "log"
+ROOTFS = "rootfs"
+WORK = "work"
+RUNTIME = "runtime"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    namespace: str
+    id: str
+    path: Path  # STATE/<ns>/<id>
+    work: Path  # ROOT/<ns>/<id>
+    task_state: Path
+    task_root: Path
+
+    @classmethod
+    def locate(cls, settings: Settings, namespace: str, id: str) -> Bundle:
+        return cls(
+            namespace=namespace,
+            id=id,
+            path=settings.task_state / namespace / id,
+            work=settings.task_root / namespace / id,
+            task_state=settings.task_state,
+            task_root=settings.task_root,
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return os.path.lexists(self.path)
+
+    def check_dir(self) -> None:
+        """The bundle must be a real directory (a symlinked bundle is never acted through)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            raise NotFound(
+                f"no bundle for task {self.id!r} in namespace {self.namespace!r} "
+                f"(looked in {self.path})",
+                hint="check the id, --namespace and --state",
+            ) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise Unsafe(f"bundle {self.path} is a symlink; shimctl does not follow it")
+        if not stat.S_ISDIR(st.st_mode):
+            raise Unsafe(f"bundle {self.path} is not a directory")
+
+    def read_text(self, name: str) -> str | None:
+        """A bundle file's text with surrounding whitespace removed; None if absent or empty."""
+        try:
+            data = fsutil.read_small(self.path / name)
+        except FileNotFoundError:
+            return None
+        text = data.decode("utf-8", "replace").strip()
+        return text or None
+
+    def read_bytes(self, name: str, *, limit: int = fsutil.MAX_SMALL_FILE) -> bytes | None:
+        try:
+            return fsutil.read_small(self.path / name, limit=limit)
+        except FileNotFoundError:
+            return None
+
+    def connection(self) -> Bootstrap | None:
+        """How to reach this bundle's shim: `bootstrap.json` if present, else `address` (a bare
+        address or bootstrap JSON). None when neither holds anything; junk raises
+        InvalidArgument naming the file."""
+        for name in (BOOTSTRAP, ADDRESS):
+            text = self.read_text(name)
+            if text is not None:
+                return parse_bootstrap(text, source=str(self.path / name))
+        return None
+
+    def has(self, name: str) -> bool:
+        return os.path.lexists(self.path / name)
+
+    def work_target(self) -> Path | None:
+        """Where the `work` link points, if it is a link; not resolved further."""
+        try:
+            return Path(os.readlink(self.path / WORK))
+        except OSError:
+            return None
+
+    def work_is_safe(self, target: Path) -> bool:
+        """The work link may only lead to ROOT/<ns>/<name>: a plain dir one level below."""
+        norm = Path(os.path.normpath(target))
+        return norm.is_absolute() and norm.parent == self.task_root / self.namespace
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_address(self, address: str) -> None:
+        # The manager's writer: temp `.address` opened O_EXCL, then rename; no newline.
+        fsutil.write_atomic(self.path / ADDRESS, address.encode(), 0o644, exclusive_temp=True)
+
+    def write_bootstrap(self, document: bytes) -> None:
+        fsutil.write_atomic(self.path / BOOTSTRAP, document, 0o644)
+
+    def write_shim_binary_path(self, runtime_path: str) -> None:
+        fsutil.write_atomic(self.path / SHIM_BINARY_PATH, runtime_path.encode(), 0o600)
+
+    def write_sandbox(self, sandbox_id: str) -> None:
+        fsutil.write_atomic(self.path / SANDBOX, sandbox_id.encode(), 0o600)
+
+    def open_log_fifo(self) -> int:
+        """Create `log` if missing and open it read-write, non-blocking: we count as the reader
+        the shim needs before it can open its end (shim-binary.md §4)."""
+        fifo = self.path / LOG
+        try:
+            os.mkfifo(fifo, 0o700)
+            os.chmod(fifo, 0o700)
+        except FileExistsError:
+            if not stat.S_ISFIFO(os.lstat(fifo).st_mode):
+                raise Unsafe(f"{fifo} exists and is not a fifo") from None
+        return os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, settings: Settings, namespace: str, id: str, spec: bytes, remapped_gid: int | None
+    ) -> Bundle:
+        """NewBundle: state and work dirs, rootfs, `work` link, config.json (layout.md §4.1).
+
+        The caller has validated `id` and `namespace`. On failure after the bundle dir exists,
+        everything made here is removed again.
+        """
+        bundle = cls.locate(settings, namespace, id)
+        for top in (settings.task_state, settings.task_root):
+            _makedirs(top)
+        fsutil.mkdir_mode(bundle.path.parent, DIR_MODE, exist_ok=True)
+        try:
+            fsutil.mkdir_mode(bundle.path, BUNDLE_MODE, exist_ok=False)
+        except FileExistsError:
+            raise AlreadyExists(
+                f"bundle {bundle.path} already exists: task {id!r} in namespace "
+                f"{namespace!r} is taken",
+                hint=f"delete it first (shimctl delete {id}) or choose another id",
+            ) from None
+        try:
+            if remapped_gid is not None:
+                os.chown(bundle.path, -1, remapped_gid)
+                os.chmod(bundle.path, 0o710)
+            fsutil.mkdir_mode(bundle.work.parent, DIR_MODE, exist_ok=True)
+            fsutil.mkdir_mode(bundle.path / ROOTFS, DIR_MODE, exist_ok=True)
+            if os.path.lexists(bundle.work):
+                # A stale work dir of an earlier task with this id is wiped, as the manager does.
+                fsutil.remove_tree(bundle.work, within=settings.task_root)
+            fsutil.mkdir_mode(bundle.work, DIR_MODE, exist_ok=False)
+            os.symlink(bundle.work, bundle.path / WORK)
+            fd = os.open(
+                bundle.path / CONFIG, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+            try:
+                os.fchmod(fd, 0o644)
+                os.write(fd, spec)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                bundle.delete()
+            raise
+        return bundle
+
+    def delete(self) -> None:
+        """Bundle.Delete (layout.md §6), refusing to follow links out of ROOT/STATE."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            raise Unsafe(f"bundle {self.path} is not a directory; not removing it")
+        work = self.work_target()
+        if work is not None and not self.work_is_safe(work):
+            raise Unsafe(
+                f"{self.path / WORK} points at {work}, outside {self.task_root / self.namespace}",
+                hint="inspect the bundle by hand; shimctl does not follow such a link",
+            )
+        if st is not None:
+            rootfs = self.path / ROOTFS
+            if os.path.islink(rootfs):
+                raise Unsafe(f"{rootfs} is a symlink; not unmounting or removing through it")
+            fsutil.unmount_all(rootfs)
+            try:
+                os.rmdir(rootfs)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise FailedPrecondition(
+                        f"bundle rootfs {rootfs} is not empty",
+                        hint="something is still in the container's rootfs; check and remove it",
+                    ) from None
+                raise
+        bundle_err: BaseException | None = None
+        try:
+            fsutil.atomic_delete(self.path, within=self.task_state)
+        except (OSError, Unsafe, FailedPrecondition) as err:
+            bundle_err = err
+        if work is not None:
+            fsutil.atomic_delete(Path(os.path.normpath(work)), within=self.task_root)
+        elif os.path.isdir(self.work) and not os.path.islink(self.work) and bundle_err is None:
+            # No link (or a dangling one already gone): the id's own work dir is still ours.
+            fsutil.atomic_delete(self.work, within=self.task_root)
+        if bundle_err is not None:
+            raise bundle_err
+
+
+def _makedirs(path: Path) -> None:
+    """mkdir -p with mode 0711 for what we create (the manager's plugin dirs)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        fsutil.mkdir_mode(d, DIR_MODE, exist_ok=True)

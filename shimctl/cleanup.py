@@ -1,0 +1,216 @@
+"""Carry out planned actions. Each action re-checks its evidence under the state lock first,
+so an item that changed since inspection (a task created, a shim come back) is left alone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from shimctl import procs, sockets
+from shimctl.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
+from shimctl.fsutil import is_within, remove_tree
+from shimctl.lock import state_lock
+from shimctl.models import Action, Finding, Kind
+from shimctl.plan import KEEP_ACTIONS
+from shimctl.runtime import check_executable
+from shimctl.settings import Settings
+from shimctl.shim import binary
+
+MAX_WORKERS = 16
+
+
+class Skip(Exception):
+    """The item changed since inspection; leave it."""
+
+
+def apply(settings: Settings, findings: list[Finding], *, dry_run: bool) -> None:
+    todo = [f for f in findings if f.action not in KEEP_ACTIONS]
+    if not todo:
+        return
+    if dry_run:
+        for f in todo:
+            f.outcome = "dry-run"
+        return
+    with (
+        state_lock(settings.task_state),
+        ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(todo))) as pool,
+    ):
+        list(pool.map(lambda f: _run(settings, f), todo))
+
+
+def _run(settings: Settings, f: Finding) -> None:
+    try:
+        _ACTIONS[f.action](settings, f)
+        f.outcome = "done"
+    except Skip as why:
+        f.outcome = "skipped"
+        f.notes.append(str(why))
+    except (ShimctlError, OSError) as err:
+        f.outcome = "failed"
+        f.error = str(err)
+
+
+def _bundle(settings: Settings, f: Finding) -> Bundle:
+    bundle = Bundle.locate(settings, f.namespace, f.id)
+    if not bundle.exists():
+        raise Skip("the bundle is already gone")
+    return bundle
+
+
+def _delete_task(settings: Settings, f: Finding) -> None:
+    from shimctl.shim.task import TaskClient
+
+    bundle = _bundle(settings, f)
+    boot = bundle.connection()
+    if boot is None:
+        raise Skip("the bundle no longer has an address")
+    t = settings.timeouts
+    with TaskClient.connect(
+        boot.address, f.namespace, timeout=t.load, api_version=boot.version
+    ) as client:
+        info = client.connect_info(f.id, timeout=t.load)
+        if f.kind == Kind.LEAKED and f.task_status is None:
+            try:
+                pids = client.pids(f.id, timeout=t.load)
+                raise Skip(f"a task appeared since inspection (pids {pids})")
+            except NotFound:
+                pass
+        try:
+            exit_ = client.delete(f.id, timeout=t.cleanup)
+            f.notes.append(f"task deleted (exit status {exit_.exit_status})")
+        except NotFound:
+            pass
+        ref = procs.ref_of(info.shim_pid) if info.shim_pid else None
+        if f.shutdown_shim and f.sandbox is None:
+            client.shutdown(f.id, timeout=t.shutdown)
+        else:
+            ref = None
+            f.notes.append("shared shim: not shut down")
+    if ref is not None and not procs.wait_gone(ref, t.shutdown):
+        f.notes.append(f"shim {ref.pid} still runs after Shutdown (it serves other tasks)")
+    bundle.delete()
+
+
+def _dead_shim_gone(settings: Settings, bundle: Bundle) -> None:
+    """Re-verify: nothing answers on the bundle's address and no shim process of it lives."""
+    boot = None
+    with contextlib.suppress(ShimctlError):
+        boot = bundle.connection()
+    if boot is not None:
+        path = sockets.socket_path(boot.address)
+        if path is not None and sockets.probe(path) is sockets.SocketState.LISTENING:
+            raise Skip("its socket accepts connections again")
+    for shim in procs.find_shims(settings.address):
+        if shim.namespace == bundle.namespace and shim.cwd == str(bundle.path):
+            raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
+
+
+def _delete_dead(settings: Settings, f: Finding) -> None:
+    bundle = _bundle(settings, f)
+    _dead_shim_gone(settings, bundle)
+    _run_delete_verb(settings, bundle, f)
+    bundle.delete()
+    if f.address and sockets.remove_if_stale(f.address, settings.socket_dir):
+        f.notes.append("removed its stale socket")
+
+
+def _run_delete_verb(settings: Settings, bundle: Bundle, f: Finding) -> None:
+    runtime = bundle.read_text(SHIM_BINARY_PATH)
+    if runtime is None:
+        f.notes.append("no shim-binary-path: delete verb not run")
+        return
+    try:
+        check_executable(runtime)
+        shim = binary.ShimBinary(
+            path=runtime,
+            namespace=bundle.namespace,
+            id=bundle.id,
+            address=settings.address,
+            publish_binary=settings.publish_binary,
+            ttrpc_address=settings.ttrpc_address,
+        )
+        exit_ = binary.run_delete(shim, bundle.path, timeout=settings.timeouts.cleanup)
+        f.notes.append(f"delete verb: exit status {exit_.exit_status}, pid {exit_.pid}")
+    except ShimctlError as err:
+        # A never-created task has no `runtime` file and the runc shim's delete fails; the
+        # shim is verified gone, so the bundle goes anyway.
+        f.notes.append(f"delete verb failed: {err}")
+
+
+def _delete_bundle(settings: Settings, f: Finding) -> None:
+    bundle = _bundle(settings, f)
+    try:
+        if os.listdir(bundle.path):
+            raise Skip("the bundle is no longer empty")
+    except OSError:
+        pass
+    bundle.delete()
+
+
+def _remove(settings: Settings, f: Finding) -> None:
+    if f.kind == Kind.STALE_SOCKET:
+        if not (f.address and sockets.remove_if_stale(f.address, settings.socket_dir)):
+            raise Skip("the socket is gone or accepts connections again")
+        return
+    path = Path(f.path)
+    top = settings.task_root if is_within(path, settings.task_root) else settings.task_state
+    if not is_within(path, top):
+        raise Unsafe(f"{path} is outside {settings.task_root} and {settings.task_state}")
+    if f.kind == Kind.ORPHAN_WORKDIR and Bundle.locate(settings, f.namespace, f.id).exists():
+        raise Skip("its bundle exists now")
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)  # a link or file in ROOT/<ns>: remove it, never follow it
+        return
+    remove_tree(path, within=top)
+
+
+def _shutdown_orphan(settings: Settings, f: Finding) -> None:
+    from shimctl.shim.task import TaskClient
+
+    assert f.address is not None and f.shim_pid is not None
+    ref = procs.ref_of(f.shim_pid)
+    if ref is None:
+        raise Skip("the process is gone")
+    t = settings.timeouts
+    try:
+        with TaskClient.connect(f.address, f.namespace, timeout=t.load) as client:
+            if client.connect_info(f.id, timeout=t.load).shim_pid != f.shim_pid:
+                raise Skip("its socket is served by another process now")
+            try:
+                client.pids(f.id, timeout=t.load)
+                raise Skip("it has a task now")
+            except NotFound:
+                pass
+            client.shutdown(f.id, timeout=t.shutdown)
+    except Unavailable as err:
+        raise Skip(f"it no longer answers: {err}") from None
+    if not procs.wait_gone(ref, t.shutdown):
+        raise Unsafe(f"shim {f.shim_pid} still runs after Shutdown")
+
+
+def _kill_hung(settings: Settings, f: Finding) -> None:
+    bundle = _bundle(settings, f)
+    assert f.shim_pid is not None
+    shim = procs.verify_shim(
+        f.shim_pid, namespace=f.namespace, address=settings.address, bundle=bundle.path
+    )
+    if not procs.terminate(shim.ref, grace=settings.timeouts.shutdown):
+        raise Unsafe(f"shim {f.shim_pid} did not exit after SIGKILL")
+    f.notes.append(f"stopped hung shim {f.shim_pid}")
+    _run_delete_verb(settings, bundle, f)
+    bundle.delete()
+    if f.address:
+        sockets.remove_if_stale(f.address, settings.socket_dir)
+
+
+_ACTIONS = {
+    Action.DELETE_TASK: _delete_task,
+    Action.DELETE_DEAD: _delete_dead,
+    Action.DELETE_BUNDLE: _delete_bundle,
+    Action.REMOVE: _remove,
+    Action.SHUTDOWN: _shutdown_orphan,
+    Action.KILL: _kill_hung,
+}

@@ -1,0 +1,200 @@
+"""Small file-system primitives with the safety rules shimctl relies on everywhere.
+
+Reads never follow symlinks and are bounded in size; writes are atomic (temp file + rename)
+with explicit modes, so the result does not depend on the caller's umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+from shimctl.errors import FailedPrecondition, InvalidArgument, Unsafe
+
+# Bundle files are tiny; a bigger one is junk and is not read whole.
+MAX_SMALL_FILE = 64 * 1024
+
+
+def is_within(path: Path, top: Path) -> bool:
+    """True if `path` (normalised, not resolved) is `top` or below it."""
+    p = os.path.normpath(path)
+    t = os.path.normpath(top)
+    return p == t or p.startswith(t.rstrip("/") + "/")
+
+
+def read_small(path: Path, *, limit: int = MAX_SMALL_FILE) -> bytes:
+    """Read a regular file without following a final symlink; refuse files over `limit`.
+
+    FileNotFoundError passes through; other problems raise InvalidArgument naming the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise
+        if err.errno == errno.ELOOP:
+            raise Unsafe(f"{path} is a symlink; shimctl does not follow it") from None
+        raise InvalidArgument(f"cannot read {path}: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"{path} is not a regular file")
+        if st.st_size > limit:
+            raise InvalidArgument(f"{path} is {st.st_size} bytes, more than the {limit} expected")
+        data = os.read(fd, limit + 1)
+        if len(data) > limit:
+            raise InvalidArgument(f"{path} is larger than the {limit} bytes expected")
+        return data
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int, *, exclusive_temp: bool = False) -> None:
+    """Write `data` to `path` through `.<name>` + rename, with `mode` exactly.
+
+    With exclusive_temp the temp file is created O_EXCL, as containerd's address writer does:
+    a stale temp file then is an error rather than silently replaced.
+    """
+    tmp = path.parent / f".{path.name}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_EXCL if exclusive_temp else os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:
+        raise FailedPrecondition(
+            f"{tmp} exists (left by an interrupted write)",
+            hint=f"remove {tmp} if no shim is starting in that bundle",
+        ) from None
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+
+
+def mkdir_mode(path: Path, mode: int, *, exist_ok: bool) -> None:
+    """mkdir with an exact mode (chmod after, so the umask does not matter)."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        if not path.is_dir() or path.is_symlink():
+            raise Unsafe(f"{path} exists and is not a plain directory") from None
+        return
+    os.chmod(path, mode)
+
+
+def mount_points_under(path: Path) -> list[str]:
+    """Mount points at or below `path`, from /proc/self/mountinfo."""
+    top = os.path.normpath(path)
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        # Field 5 is the mount point with spaces etc. octal-escaped.
+        point = fields[4].encode().decode("unicode_escape")
+        if point == top or point.startswith(top.rstrip("/") + "/"):
+            found.append(point)
+    return found
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _umount2(target: str, flags: int) -> int:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if _libc.umount2(target.encode(), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def unmount_all(target: Path) -> None:
+    """Peel off every mount stacked on `target` (containerd's UnmountAll)."""
+    if not os.path.lexists(target):
+        return
+    for _ in range(100):
+        err = _umount2(str(target), 0)
+        if err == 0:
+            continue
+        if err in (errno.EINVAL, errno.ENOENT):
+            return
+        if err == errno.EBUSY:
+            for _retry in range(50):
+                time.sleep(0.05)
+                err = _umount2(str(target), 0)
+                if err != errno.EBUSY:
+                    break
+            if err == 0:
+                continue
+            if err in (errno.EINVAL, errno.ENOENT):
+                return
+        raise FailedPrecondition(f"failed to unmount {target}: {os.strerror(err)}")
+    raise FailedPrecondition(f"failed to unmount {target}: too many stacked mounts")
+
+
+def remove_tree(path: Path, *, within: Path) -> None:
+    """rm -rf `path`, refusing anything outside `within`, symlinks, and trees holding mounts."""
+    if not is_within(path, within) or os.path.normpath(path) == os.path.normpath(within):
+        raise Unsafe(f"refusing to remove {path}: it is not inside {within}")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise Unsafe(f"refusing to remove {path}: it is a symlink")
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    mounts = mount_points_under(path)
+    if mounts:
+        raise FailedPrecondition(
+            f"refusing to remove {path}: {mounts[0]} is still mounted",
+            hint=f"unmount {mounts[0]} first",
+        )
+    # rmtree removes symlinks inside the tree without following them (fd-based on Linux).
+    shutil.rmtree(path)
+
+
+def atomic_delete(path: Path, *, within: Path) -> None:
+    """Rename `path` to `.<name>` beside it, then remove that: a half-removed dir never keeps
+    its live name. A stale `.<name>` from an interrupted delete is removed first."""
+    if not is_within(path, within):
+        raise Unsafe(f"refusing to remove {path}: it is not inside {within}")
+    hidden = path.parent / f".{path.name}"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise Unsafe(f"refusing to remove {path}: it is a symlink")
+    try:
+        os.rename(path, hidden)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        remove_tree(hidden, within=within)
+        os.rename(path, hidden)
+    remove_tree(hidden, within=within)

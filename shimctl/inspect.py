@@ -1,0 +1,386 @@
+"""Inspect a node: walk STATE/ROOT, probe every shim concurrently, classify each item.
+
+Read-only: nothing here changes a file or signals a process. `plan` turns the evidence into
+Findings with the action each command (list, load, gc) would take.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shimctl import identifiers, procs, sockets
+from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
+from shimctl.errors import DeadlineExceeded, NotFound, ShimctlError, Unavailable
+from shimctl.models import Action, Finding, Kind
+from shimctl.settings import Settings
+from shimctl.shim.bootstrap import Bootstrap
+from shimctl.spec import CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, parse_spec, spec_annotations
+
+# Bounded pool: K hung shims cost about one timeout in total, not K.
+MAX_PROBES = 64
+
+# Probe outcomes.
+ANSWERED = "answered"
+REFUSED = "refused"  # nothing listens (or no socket, or no address)
+UNRESPONSIVE = "unresponsive"  # connects but does not answer in time, or answers garbage
+
+
+@dataclass
+class BundleEvidence:
+    """What one bundle looks like, before any decision."""
+
+    namespace: str
+    id: str
+    path: Path
+    age: float
+    entries: list[str] | None  # None: unreadable
+    unsafe: str | None = None
+    boot: Bootstrap | None = None
+    address_error: str | None = None
+    runtime: str | None = None
+    runtime_error: str | None = None
+    sandbox_of: str | None = None  # content of its `sandbox` file
+    spec_says_sandbox: bool = False
+    probe: str = REFUSED
+    probe_error: str | None = None
+    shim_pid: int | None = None
+    has_task: bool = False
+    task_pids: list[int] = field(default_factory=list)
+    task_status: str | None = None
+    live_process: procs.ShimProcess | None = None
+
+
+@dataclass
+class Inventory:
+    bundles: list[BundleEvidence]
+    others: list[Finding]  # work dirs, hidden dirs, processes, sockets, unsafe names
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return max(0.0, now - os.lstat(path).st_mtime)
+    except OSError:
+        return 0.0
+
+
+def _subdirs(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def namespaces(settings: Settings) -> list[str]:
+    """Namespaces to cover: the one given with -n, else every plain dir in STATE and ROOT."""
+    if settings.namespace_given:
+        return [settings.namespace]
+    names: set[str] = set()
+    for top in (settings.task_state, settings.task_root):
+        for entry in _subdirs(top):
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                names.add(entry.name)
+    return sorted(names)
+
+
+def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvidence:
+    """Static evidence from the bundle's files (no sockets, no processes)."""
+    bundle = Bundle.locate(settings, ns, id)
+    ev = BundleEvidence(ns, id, bundle.path, _age(bundle.path, now), entries=None)
+    try:
+        ev.entries = sorted(os.listdir(bundle.path))
+    except OSError:
+        return ev
+    if not identifiers.is_valid(id):
+        ev.unsafe = f"bundle name {id!r} is not a valid containerd identifier"
+        return ev
+    work = bundle.work_target()
+    if work is not None and not bundle.work_is_safe(work):
+        ev.unsafe = f"`work` link points outside {bundle.task_root / ns}: {work}"
+        return ev
+    if os.path.islink(bundle.path / "rootfs"):
+        ev.unsafe = f"rootfs is a symlink to {os.readlink(bundle.path / 'rootfs')}"
+        return ev
+    try:
+        ev.boot = bundle.connection()
+    except ShimctlError as err:
+        ev.address_error = str(err)
+    if ev.boot is not None:
+        ev.age = min(ev.age, _age(bundle.path / "address", now))
+    try:
+        ev.runtime = bundle.read_text(SHIM_BINARY_PATH)
+        ev.sandbox_of = bundle.read_text(SANDBOX)
+    except ShimctlError as err:
+        ev.runtime_error = str(err)
+    if ev.runtime is None and ev.runtime_error is None:
+        ev.runtime_error = "no shim-binary-path"
+    elif ev.runtime is not None and ev.runtime_error is None:
+        ev.runtime_error = _runtime_problem(ev.runtime)
+    try:
+        config = bundle.read_bytes("config.json", limit=4 * 1024 * 1024)
+        if config:
+            notes = spec_annotations(parse_spec(config, "config.json"))
+            ev.spec_says_sandbox = notes.get(CRI_CONTAINER_TYPE) == "sandbox" or (
+                notes.get(CRI_SANDBOX_ID) == id
+            )
+    except ShimctlError:
+        pass
+    return ev
+
+
+def _runtime_problem(path: str) -> str | None:
+    if not os.path.isabs(path):
+        return f"shim-binary-path {path!r} is not absolute"
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        return f"shim-binary-path {path}: {err.strerror}"
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        return f"shim-binary-path {path} is not an executable file"
+    return None
+
+
+def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
+    """Ask the bundle's shim what it holds: Connect, Pids and State, each with the load
+    timeout. Fills ev in place; never raises for shim faults."""
+    from shimctl.shim.task import TaskClient
+
+    if ev.boot is None:
+        ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
+        return
+    timeout = settings.timeouts.load
+    try:
+        with TaskClient.connect(
+            ev.boot.address, ev.namespace, timeout=timeout, api_version=ev.boot.version
+        ) as client:
+            info = client.connect_info(ev.id, timeout=timeout)
+            ev.shim_pid = info.shim_pid or None
+            try:
+                ev.task_pids = client.pids(ev.id, timeout=timeout)
+                ev.has_task = True
+                ev.task_status = client.state(ev.id, timeout=timeout).status
+            except NotFound:
+                ev.has_task = bool(ev.task_pids)
+            ev.probe = ANSWERED
+    except Unavailable as err:
+        ev.probe, ev.probe_error = REFUSED, str(err)
+    except DeadlineExceeded as err:
+        ev.probe, ev.probe_error = UNRESPONSIVE, str(err)
+    except ShimctlError as err:
+        # Garbage, protocol errors, unexpected statuses: something is there; not provably dead.
+        ev.probe, ev.probe_error = UNRESPONSIVE, f"{err.kind}: {err}"
+
+
+def collect(settings: Settings) -> Inventory:
+    """Walk and probe everything in scope."""
+    now = time.time()
+    scope = namespaces(settings)
+    bundles: list[BundleEvidence] = []
+    others: list[Finding] = []
+    for ns in scope:
+        ns_state = settings.task_state / ns
+        ns_root = settings.task_root / ns
+        if not identifiers.is_valid(ns):
+            others.append(
+                Finding(
+                    Kind.UNSAFE,
+                    ns,
+                    "",
+                    str(ns_state),
+                    f"namespace dir {ns!r} is not a valid identifier; skipped",
+                    Action.REPORT,
+                )
+            )
+            continue
+        names: set[str] = set()
+        for entry in _subdirs(ns_state):
+            path = Path(entry.path)
+            if entry.is_symlink():
+                others.append(
+                    Finding(
+                        Kind.UNSAFE,
+                        ns,
+                        entry.name,
+                        entry.path,
+                        f"bundle is a symlink to {os.readlink(path)}; not followed",
+                        Action.REPORT,
+                    )
+                )
+                names.add(entry.name)
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.name.startswith("."):
+                others.append(_hidden(ns, entry.name, path, now))
+                continue
+            names.add(entry.name)
+            bundles.append(read_bundle(settings, ns, entry.name, now))
+        for entry in _subdirs(ns_root):
+            if entry.name in names:
+                continue
+            path = Path(entry.path)
+            if entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                others.append(_hidden(ns, entry.name, path, now))
+                continue
+            others.append(
+                Finding(
+                    Kind.ORPHAN_WORKDIR,
+                    ns,
+                    entry.name,
+                    entry.path,
+                    "work dir with no bundle",
+                    Action.REMOVE,
+                    age_seconds=_age(path, now),
+                )
+            )
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PROBES, len(bundles)))) as pool:
+        list(pool.map(lambda ev: probe_bundle(settings, ev), bundles))
+    _attach_processes(settings, bundles)
+    others += _orphan_processes(settings, bundles, scope, now)
+    others += _stale_sockets(settings, bundles, now)
+    return Inventory(bundles, others)
+
+
+def _hidden(ns: str, name: str, path: Path, now: float) -> Finding:
+    return Finding(
+        Kind.STALE_HIDDEN,
+        ns,
+        name,
+        str(path),
+        "left by an interrupted atomic delete",
+        Action.REMOVE,
+        age_seconds=_age(path, now),
+    )
+
+
+def _attach_processes(settings: Settings, bundles: list[BundleEvidence]) -> None:
+    """For bundles whose shim did not answer, find a live shim process that belongs to them:
+    a bundle with a live process is never treated as dead."""
+    silent = [ev for ev in bundles if ev.probe != ANSWERED]
+    if not silent:
+        return
+    shims = procs.find_shims(settings.address)
+    for ev in silent:
+        for shim in shims:
+            if shim.namespace == ev.namespace and (
+                shim.cwd == str(ev.path) or (shim.id == ev.id and ev.sandbox_of is None)
+            ):
+                ev.live_process = shim
+                ev.shim_pid = shim.ref.pid
+                break
+
+
+def _orphan_processes(
+    settings: Settings, bundles: list[BundleEvidence], scope: list[str], now: float
+) -> list[Finding]:
+    """Shim processes of this containerd address whose bundle is gone."""
+    known_pids = {ev.shim_pid for ev in bundles if ev.shim_pid}
+    found: list[Finding] = []
+    for shim in procs.find_shims(settings.address):
+        if shim.ref.pid in known_pids or shim.namespace not in scope:
+            continue
+        if not identifiers.is_valid(shim.namespace) or not identifiers.is_valid(shim.id):
+            continue
+        bundle = Bundle.locate(settings, shim.namespace, shim.id)
+        if bundle.exists() or (shim.cwd is not None and os.path.isdir(shim.cwd)):
+            continue
+        address = sockets.derive_address(
+            settings.address, shim.namespace, shim.id, settings.socket_dir
+        )
+        finding = Finding(
+            Kind.ORPHAN_PROCESS,
+            shim.namespace,
+            shim.id,
+            str(bundle.path),
+            "shim process whose bundle is gone",
+            Action.REPORT,
+            shim_pid=shim.ref.pid,
+            address=address,
+            age_seconds=max(0.0, now - shim.ref.create_time),
+        )
+        _probe_orphan(settings, finding, shim)
+        found.append(finding)
+    return found
+
+
+def _probe_orphan(settings: Settings, finding: Finding, shim: procs.ShimProcess) -> None:
+    """Prove the orphan answers on the socket derived from its argv, and see if it has a task:
+    only a verified shim with no task may be shut down."""
+    from shimctl.shim.task import TaskClient
+
+    assert finding.address is not None
+    timeout = settings.timeouts.load
+    try:
+        with TaskClient.connect(finding.address, shim.namespace, timeout=timeout) as client:
+            info = client.connect_info(shim.id, timeout=timeout)
+            if info.shim_pid != shim.ref.pid:
+                finding.reason += f"; its socket is served by pid {info.shim_pid}, not by it"
+                return
+            try:
+                finding.task_pids = client.pids(shim.id, timeout=timeout)
+                finding.reason += "; it still has a task"
+                return
+            except NotFound:
+                pass
+    except ShimctlError as err:
+        finding.reason += f"; it does not answer on {finding.address}: {err}"
+        return
+    finding.reason += "; answers, no task"
+    finding.action = Action.SHUTDOWN
+
+
+def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float) -> list[Finding]:
+    """Sockets in the shim socket dir that refuse connections and that no bundle names."""
+    referenced = {
+        str(p) for ev in bundles if ev.boot and (p := sockets.socket_path(ev.boot.address))
+    }
+    referenced |= _all_addresses(settings)
+    found = []
+    for entry in _subdirs(settings.socket_dir):
+        path = Path(entry.path)
+        if entry.path in referenced or len(entry.name) != 64:
+            continue
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                continue
+        except OSError:
+            continue
+        if sockets.probe(path) is sockets.SocketState.REFUSED:
+            found.append(
+                Finding(
+                    Kind.STALE_SOCKET,
+                    "",
+                    entry.name,
+                    entry.path,
+                    "socket refuses connections and no bundle names it",
+                    Action.REMOVE,
+                    address=f"unix://{path}",
+                    age_seconds=_age(path, now),
+                )
+            )
+    return found
+
+
+def _all_addresses(settings: Settings) -> set[str]:
+    """Socket paths named by any bundle in any namespace (also outside the -n scope)."""
+    paths: set[str] = set()
+    for ns_entry in _subdirs(settings.task_state):
+        if not ns_entry.is_dir(follow_symlinks=False):
+            continue
+        for entry in _subdirs(Path(ns_entry.path)):
+            for name in ("address", "bootstrap.json"):
+                try:
+                    raw = (Path(entry.path) / name).read_bytes()[:4096]
+                except OSError:
+                    continue
+                text = raw.decode("utf-8", "replace")
+                start = text.find("unix://")
+                if start >= 0:
+                    tail = text[start + len("unix://") :]
+                    paths.add(tail.split('"')[0].strip())
+    return paths

@@ -1,0 +1,367 @@
+"""ShimManager: start and delete shims the way containerd's manager does, more carefully.
+
+Each operation returns a typed result (models.py) and never prints. Every mutation of the state
+dir happens under the state lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from shimctl import identifiers, procs, sockets
+from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
+from shimctl.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ShimctlError,
+    Unavailable,
+    Unknown,
+    Unsafe,
+)
+from shimctl.lock import state_lock
+from shimctl.models import DeleteResult, Finding, ReconcileReport, StartResult
+from shimctl.runtime import check_executable, resolve_runtime_path
+from shimctl.settings import DEFAULT_RUNTIME, Settings
+from shimctl.shim import binary
+from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
+from shimctl.shim.logfifo import LogDrain
+from shimctl.shim.task import Exit, TaskClient, validate_any
+from shimctl.spec import default_spec, encode_spec, parse_spec, remapped_gid
+
+
+class ShimManager:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _shim_binary(self, runtime_path: str, namespace: str, id: str) -> binary.ShimBinary:
+        s = self.settings
+        return binary.ShimBinary(
+            path=runtime_path,
+            namespace=namespace,
+            id=id,
+            address=s.address,
+            publish_binary=s.publish_binary,
+            ttrpc_address=s.ttrpc_address,
+            debug=s.debug,
+            sched_core=s.sched_core,
+        )
+
+    def _dial(self, boot: Bootstrap, namespace: str) -> TaskClient:
+        return TaskClient.connect(
+            boot.address,
+            namespace,
+            timeout=self.settings.timeouts.load,
+            api_version=boot.version,
+        )
+
+    def _bundle(self, id: str) -> Bundle:
+        identifiers.validate_namespace(self.settings.namespace)
+        identifiers.validate_task_id(id)
+        return Bundle.locate(self.settings, self.settings.namespace, id)
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(
+        self,
+        id: str,
+        *,
+        runtime: str = DEFAULT_RUNTIME,
+        spec: bytes | None = None,
+        spec_source: str = "--spec",
+        sandbox: str | None = None,
+        options: bytes | None = None,
+    ) -> StartResult:
+        """Create the bundle and start a shim for it (or join a sandbox's shim)."""
+        bundle = self._bundle(id)
+        s = self.settings
+        if spec is None:
+            spec = encode_spec(default_spec())
+            spec_doc = default_spec()
+        else:
+            spec_doc = parse_spec(spec, spec_source)
+        if options is not None:
+            validate_any(options, source="--options")
+        if sandbox is not None:
+            identifiers.validate(sandbox)
+            return self._start_in_sandbox(bundle, sandbox, spec, spec_doc)
+        runtime_path = resolve_runtime_path(runtime, containerd_binary=s.publish_binary)
+        check_executable(runtime_path)
+        with state_lock(s.task_state):
+            Bundle.create(s, bundle.namespace, id, spec, remapped_gid(spec_doc))
+            shim = self._shim_binary(runtime_path, bundle.namespace, id)
+            boot: Bootstrap | None = None
+            try:
+                with LogDrain(bundle.open_log_fifo(), echo=s.debug):
+                    output = binary.run_start(
+                        shim, bundle.path, options=options, timeout=s.timeouts.start
+                    )
+                    boot = parse_bootstrap(output, source="the shim's start output")
+                    # Written before the first RPC, so a bundle left by a crash right here
+                    # still names its runtime and can be cleaned by `gc`.
+                    bundle.write_shim_binary_path(runtime_path)
+                    self._write_connection(bundle, boot)
+                    with self._dial(boot, bundle.namespace) as client:
+                        info = client.connect_info(id, timeout=s.timeouts.load)
+            except BaseException:
+                self._undo_start(bundle, boot)
+                raise
+        return StartResult(
+            id=id,
+            namespace=bundle.namespace,
+            bundle=str(bundle.path),
+            address=boot.address,
+            api_version=boot.version,
+            shim_pid=info.shim_pid or None,
+            runtime=runtime_path,
+        )
+
+    def _write_connection(self, bundle: Bundle, boot: Bootstrap) -> None:
+        """Write the layout the shim's generation expects: bootstrap.json for version 3,
+        a bare `address` for version 2 (the runc shim usually wrote it already)."""
+        if boot.is_json:
+            bundle.write_bootstrap(boot.to_json())
+        elif bundle.read_bytes("address") != boot.address.encode():
+            bundle.write_address(boot.address)
+
+    def _start_in_sandbox(
+        self, bundle: Bundle, sandbox_id: str, spec: bytes, spec_doc: dict[str, object]
+    ) -> StartResult:
+        s = self.settings
+        sandbox = Bundle.locate(s, bundle.namespace, sandbox_id)
+        try:
+            sandbox.check_dir()
+        except NotFound:
+            raise NotFound(
+                f"can't find sandbox {sandbox_id!r} in namespace {bundle.namespace!r}",
+                hint=f"start the sandbox first: shimctl start {sandbox_id}",
+            ) from None
+        boot = sandbox.connection()
+        if boot is None:
+            raise FailedPrecondition(
+                f"failed to get socket address for sandbox {sandbox_id!r}: no shim address",
+                hint="the sandbox bundle has no address; its shim may not have started",
+            )
+        with state_lock(s.task_state):
+            Bundle.create(s, bundle.namespace, bundle.id, spec, remapped_gid(spec_doc))
+            try:
+                bundle.write_sandbox(sandbox_id)
+                self._write_connection(bundle, boot)
+                fd = bundle.open_log_fifo()
+                with LogDrain(fd, echo=False), self._dial(boot, bundle.namespace) as client:
+                    info = client.connect_info(bundle.id, timeout=s.timeouts.load)
+            except BaseException as err:
+                with contextlib.suppress(Exception):
+                    bundle.delete()
+                if isinstance(err, Unavailable | DeadlineExceeded):
+                    raise type(err)(
+                        f"failed to load sandbox task {sandbox_id!r}: {err}", hint=err.hint
+                    ) from None
+                raise
+        return StartResult(
+            id=bundle.id,
+            namespace=bundle.namespace,
+            bundle=str(bundle.path),
+            address=boot.address,
+            api_version=boot.version,
+            shim_pid=info.shim_pid or None,
+            runtime=None,
+            sandbox=sandbox_id,
+        )
+
+    def _undo_start(self, bundle: Bundle, boot: Bootstrap | None) -> None:
+        """Remove what a failed start made: stop the shim it started (verified), then the
+        bundle. Best effort: the original error is what the caller reports."""
+        s = self.settings
+        with contextlib.suppress(ShimctlError, OSError):
+            if boot is not None:
+                with self._dial(boot, bundle.namespace) as client:
+                    client.shutdown(bundle.id, timeout=s.timeouts.shutdown)
+        for shim in procs.find_shims(s.address):
+            if shim.namespace == bundle.namespace and shim.cwd == str(bundle.path):
+                procs.terminate(shim.ref, grace=s.timeouts.shutdown)
+        if boot is not None:
+            sockets.remove_if_stale(boot.address, s.socket_dir)
+        with contextlib.suppress(ShimctlError, OSError):
+            bundle.delete()
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete(self, id: str, *, force: bool = False) -> DeleteResult:
+        """The task manager's delete: Delete RPC, Shutdown, bundle delete; if the shim is gone,
+        the shim binary's `delete` verb instead of the RPCs."""
+        bundle = self._bundle(id)
+        bundle.check_dir()
+        s = self.settings
+        with state_lock(s.task_state):
+            bundle.check_dir()
+            sandboxed = bundle.read_text(SANDBOX) is not None
+            notes: list[str] = []
+            try:
+                boot = bundle.connection()
+            except InvalidArgument as err:
+                boot = None
+                notes.append(f"unreadable address: {err}")
+            try:
+                if boot is None:
+                    raise Unavailable("the bundle has no shim address")
+                exit_, stopped = self._delete_through_shim(bundle, boot, sandboxed, notes)
+                method = "task-api"
+            except (Unavailable, DeadlineExceeded) as err:
+                # Unavailable: nothing answers. DeadlineExceeded: something hangs.
+                exit_ = self._delete_without_shim(bundle, boot, err, force=force, notes=notes)
+                method, stopped = "shim-binary", True
+            bundle.delete()
+        return DeleteResult(
+            id=id,
+            namespace=bundle.namespace,
+            pid=exit_.pid if exit_ else None,
+            exit_status=exit_.exit_status if exit_ else None,
+            exited_at=exit_.exited_at.isoformat() if exit_ and exit_.exited_at else None,
+            method=method,
+            shim_stopped=stopped,
+            notes=notes,
+        )
+
+    def _delete_through_shim(
+        self, bundle: Bundle, boot: Bootstrap, sandboxed: bool, notes: list[str]
+    ) -> tuple[Exit | None, bool]:
+        s = self.settings
+        with self._dial(boot, bundle.namespace) as client:
+            info = client.connect_info(bundle.id, timeout=s.timeouts.load)
+            exit_: Exit | None = None
+            try:
+                exit_ = client.delete(bundle.id, timeout=s.timeouts.cleanup)
+            except NotFound:
+                notes.append("the shim had no task (never created, or already deleted)")
+            except Unknown as err:
+                raise FailedPrecondition(
+                    f"the shim refused to delete task {bundle.id!r}: {err}",
+                    hint="stop the task first (it may still be running), then retry",
+                ) from None
+            if sandboxed:
+                notes.append("sandboxed task: the sandbox's shim keeps running")
+                return exit_, False
+            ref = procs.ref_of(info.shim_pid) if info.shim_pid else None
+            client.shutdown(bundle.id, timeout=s.timeouts.shutdown)
+        stopped = ref is None or procs.wait_gone(ref, s.timeouts.shutdown)
+        if not stopped:
+            notes.append(f"shim {info.shim_pid} still runs: it serves other tasks")
+        return exit_, stopped
+
+    def _delete_without_shim(
+        self,
+        bundle: Bundle,
+        boot: Bootstrap | None,
+        reason: ShimctlError,
+        *,
+        force: bool,
+        notes: list[str],
+    ) -> Exit | None:
+        s = self.settings
+        live = [
+            shim
+            for shim in procs.find_shims(s.address)
+            if shim.namespace == bundle.namespace
+            and (shim.cwd == str(bundle.path) or shim.id == bundle.id)
+        ]
+        if live and not force:
+            pids = ", ".join(str(p.ref.pid) for p in live)
+            raise FailedPrecondition(
+                f"the shim of {bundle.id!r} (pid {pids}) is alive but does not answer: {reason}",
+                hint="retry later, or pass --force to stop it (SIGTERM, then SIGKILL)",
+            )
+        for shim in live:
+            if not procs.terminate(shim.ref, grace=s.timeouts.shutdown):
+                raise Unsafe(f"shim process {shim.ref.pid} did not exit after SIGKILL")
+            notes.append(f"stopped unresponsive shim {shim.ref.pid}")
+        exit_: Exit | None = None
+        runtime_path = bundle.read_text(SHIM_BINARY_PATH)
+        if runtime_path is None:
+            notes.append("no shim-binary-path: the shim's delete verb was not run")
+        else:
+            try:
+                check_executable(runtime_path)
+                shim_bin = self._shim_binary(runtime_path, bundle.namespace, bundle.id)
+                exit_ = binary.run_delete(shim_bin, bundle.path, timeout=s.timeouts.cleanup)
+            except ShimctlError as err:
+                # The runc shim's delete fails for a task that was never created (no
+                # `runtime` file); the shim is verified gone, so the bundle still goes.
+                notes.append(f"shim delete verb failed: {err}")
+        if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir):
+            notes.append("removed the dead shim's socket")
+        return exit_
+
+    # -- list / load / gc ------------------------------------------------------------------
+
+    def list(self) -> ReconcileReport:
+        """Inspect and classify everything; change nothing."""
+        return self._reconcile("list", dry_run=True)
+
+    def load(self, *, dry_run: bool = False, force: bool = False) -> ReconcileReport:
+        """containerd's startup reconciliation, run on demand. Refused while a containerd
+        answers at --address (it owns the state then) unless forced."""
+        s = self.settings
+        if not force and not dry_run:
+            path = Path(s.address)
+            if sockets.probe(path) is sockets.SocketState.LISTENING:
+                raise FailedPrecondition(
+                    f"containerd answers at {s.address}: it owns this state",
+                    hint="use `shimctl gc` next to a live containerd, or pass --force",
+                )
+        return self._reconcile("load", dry_run=dry_run)
+
+    def gc(
+        self, *, dry_run: bool = False, min_age: float = 300.0, kill_hung: bool = False
+    ) -> ReconcileReport:
+        """Clean provable garbage older than `min_age`; safe next to a live containerd."""
+        return self._reconcile("gc", dry_run=dry_run, min_age=min_age, kill_hung=kill_hung)
+
+    def _reconcile(
+        self, mode: str, *, dry_run: bool, min_age: float = 0.0, kill_hung: bool = False
+    ) -> ReconcileReport:
+        import time
+
+        from shimctl import cleanup, inspect, plan
+
+        started = time.monotonic()
+        s = self.settings
+        if s.namespace_given:
+            identifiers.validate_namespace(s.namespace)
+        inventory = inspect.collect(s)
+        findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
+        if mode != "list":
+            cleanup.apply(s, findings, dry_run=dry_run)
+        return summarize(mode, dry_run, findings, time.monotonic() - started)
+
+
+def summarize(
+    mode: str, dry_run: bool, findings: list[Finding], duration: float
+) -> ReconcileReport:
+    counts: dict[str, int] = {}
+    actions: dict[str, int] = {}
+    for f in findings:
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+        if f.outcome is not None:
+            key = f"{f.action}:{f.outcome}"
+            actions[key] = actions.get(key, 0) + 1
+    return ReconcileReport(
+        command=mode,
+        dry_run=dry_run,
+        findings=sorted(findings, key=lambda f: (f.namespace, f.id, f.kind)),
+        duration_seconds=round(duration, 3),
+        counts=counts,
+        actions=actions,
+        errors=sum(1 for f in findings if f.outcome == "failed"),
+    )
+
+
+def read_file_arg(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InvalidArgument(f"cannot read {what} {path}: {err.strerror}") from None

@@ -1,0 +1,179 @@
+"""Shim processes: find them, prove a PID is the shim we mean, and signal only that one.
+
+A process is identified by PID *and* start time, so a reused PID is never mistaken for the
+shim. A zombie counts as gone (PID 1 may reap slowly on these machines).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from shimctl.errors import Unsafe
+
+# Flags the shim server process is started with; a `start`/`delete` verb process has a
+# trailing action word instead.
+_VERBS = {"start", "delete"}
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    pid: int
+    create_time: float
+
+
+@dataclass(frozen=True)
+class ShimProcess:
+    ref: ProcessRef
+    namespace: str
+    id: str
+    address: str
+    cwd: str | None
+    argv: tuple[str, ...]
+
+
+def flag_value(argv: list[str] | tuple[str, ...], flag: str) -> str | None:
+    """Value of a Go-style `-flag value` (or `-flag=value`) in argv."""
+    for i, arg in enumerate(argv):
+        for prefix in (flag, "-" + flag):
+            if arg == prefix and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(prefix + "="):
+                return arg[len(prefix) + 1 :]
+    return None
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def ref_of(pid: int) -> ProcessRef | None:
+    """The live process with this PID, or None if there is none (or only a zombie)."""
+    try:
+        proc = psutil.Process(pid)
+        if not _alive(proc):
+            return None
+        return ProcessRef(pid, proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def is_alive(ref: ProcessRef) -> bool:
+    try:
+        proc = psutil.Process(ref.pid)
+        return proc.create_time() == ref.create_time and _alive(proc)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def shim_process(ref: ProcessRef) -> ShimProcess | None:
+    """Describe `ref` if it is a live shim server process (by its argv), else None."""
+    try:
+        proc = psutil.Process(ref.pid)
+        if proc.create_time() != ref.create_time or not _alive(proc):
+            return None
+        argv = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return _describe(proc, ref, argv)
+
+
+def _describe(proc: psutil.Process, ref: ProcessRef, argv: list[str]) -> ShimProcess | None:
+    if not argv or argv[-1] in _VERBS:
+        return None
+    ns = flag_value(argv, "-namespace")
+    id_ = flag_value(argv, "-id")
+    address = flag_value(argv, "-address")
+    if not (ns and id_ and address):
+        return None
+    try:
+        cwd: str | None = proc.cwd()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
+        cwd = None
+    return ShimProcess(ref, ns, id_, address, cwd, tuple(argv))
+
+
+def find_shims(address: str) -> list[ShimProcess]:
+    """Every live shim server process started with `-address <address>`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        argv = proc.info.get("cmdline") or []
+        if "-address" not in argv or flag_value(argv, "-address") != address:
+            continue
+        if not _alive(proc):
+            continue
+        shim = _describe(proc, ProcessRef(proc.pid, proc.info["create_time"]), argv)
+        if shim is not None:
+            found.append(shim)
+    return found
+
+
+def verify_shim(pid: int, *, namespace: str, address: str, bundle: Path) -> ShimProcess:
+    """Prove `pid` is the shim server for `bundle`: a shim argv with this namespace and
+    containerd address, whose id is the bundle's or whose cwd is a bundle of the namespace
+    (a grouped shim serves several bundles). Raise Unsafe otherwise."""
+    ref = ref_of(pid)
+    shim = shim_process(ref) if ref else None
+    if shim is None:
+        raise Unsafe(f"process {pid} is not a live shim server process")
+    if shim.namespace != namespace or shim.address != address:
+        raise Unsafe(
+            f"process {pid} is a shim of namespace {shim.namespace!r} at {shim.address!r}, "
+            f"not of {namespace!r} at {address!r}"
+        )
+    in_namespace = shim.cwd is not None and Path(shim.cwd).parent == bundle.parent
+    if shim.id != bundle.name and not in_namespace:
+        raise Unsafe(f"process {pid} is the shim of {shim.id!r}, not of {bundle.name!r}")
+    return shim
+
+
+def wait_gone(ref: ProcessRef, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(ref):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def send_signal(ref: ProcessRef, sig: int) -> bool:
+    """Signal `ref` only if it is still the same process. False if it is already gone."""
+    try:
+        proc = psutil.Process(ref.pid)
+        if proc.create_time() != ref.create_time or not _alive(proc):
+            return False
+        os.kill(ref.pid, sig)
+        return True
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        return False
+
+
+def terminate(ref: ProcessRef, *, grace: float) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds. True once the process is gone."""
+    if not send_signal(ref, signal.SIGTERM):
+        return True
+    if wait_gone(ref, grace):
+        return True
+    send_signal(ref, signal.SIGKILL)
+    return wait_gone(ref, max(grace, 2.0))
+
+
+def own_process_group(ref: ProcessRef) -> bool:
+    """True if the process leads its own process group (the shim was started setpgid)."""
+    try:
+        return os.getpgid(ref.pid) == ref.pid
+    except ProcessLookupError:
+        return False
+
+
+def require_alive_unchanged(ref: ProcessRef) -> None:
+    if not is_alive(ref):
+        raise Unsafe(f"process {ref.pid} changed or exited while shimctl was checking it")

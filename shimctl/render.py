@@ -1,0 +1,160 @@
+"""The one place shimctl writes output: results to stdout (text or JSON), errors to stderr.
+
+Plain, aligned, colourless text when stdout is not a terminal or NO_COLOR is set; rich is
+imported only when it will be used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+from shimctl.errors import ShimctlError
+
+SCHEMA_VERSION = 1
+
+
+def use_color(stream: TextIO) -> bool:
+    if "NO_COLOR" in os.environ:
+        return False
+    return stream.isatty()
+
+
+class Renderer:
+    def __init__(self, *, json_output: bool, quiet: bool = False) -> None:
+        self.json_output = json_output
+        self.quiet = quiet
+
+    def result(self, command: str, result: Any, *, text: list[tuple[str, Any]]) -> None:
+        """Print one command result: a JSON document, or `key: value` lines."""
+        if self.json_output:
+            doc = {
+                "schema_version": SCHEMA_VERSION,
+                "command": command,
+                "result": to_jsonable(result),
+            }
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            return
+        if self.quiet:
+            return
+        rows = [(k, v) for k, v in text if v is not None and v != []]
+        width = max((len(k) for k, _ in rows), default=0)
+        for key, value in rows:
+            if isinstance(value, list):
+                value = "; ".join(str(v) for v in value)
+            sys.stdout.write(f"{key + ':':<{width + 1}} {value}\n")
+
+    def error(self, err: ShimctlError) -> None:
+        sys.stderr.write(f"shimctl: error: {err.message}\n")
+        if err.hint:
+            sys.stderr.write(f"shimctl: hint: {err.hint}\n")
+        if self.json_output:
+            doc = {
+                "schema_version": SCHEMA_VERSION,
+                "error": {"kind": err.kind, "message": err.message, "exit_code": err.exit_code},
+            }
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+    def warn(self, message: str) -> None:
+        sys.stderr.write(f"shimctl: warning: {message}\n")
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if hasattr(value, "value") and hasattr(value, "name") and type(value).__module__ != "builtins":
+        return value.value  # enums
+    return value
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _short_runtime(path: str | None) -> str:
+    return path.rsplit("/", 1)[-1] if path else "-"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    """A table on stdout: rich on a colour terminal, plain aligned columns otherwise."""
+    if use_color(sys.stdout):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*headers, box=None, header_style="bold")
+        for row in rows:
+            t.add_row(*row)
+        Console().print(t)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def report(renderer: Renderer, rep: Any) -> None:
+    """Render a ReconcileReport (list, load or gc)."""
+    if renderer.json_output:
+        renderer.result(rep.command, rep, text=[])
+        return
+    if rep.command == "list":
+        headers = ["NAMESPACE", "ID", "KIND", "SHIM PID", "TASK PIDS", "RUNTIME", "API", "AGE"]
+        rows = [
+            [
+                f.namespace or "-",
+                f.id or "-",
+                f.kind,
+                str(f.shim_pid or "-"),
+                ",".join(map(str, f.task_pids)) or "-",
+                _short_runtime(f.runtime),
+                f"v{f.api_version}/{f.protocol}" if f.api_version else "-",
+                _age(f.age_seconds),
+            ]
+            for f in rep.findings
+        ]
+        if rows:
+            table(headers, rows)
+        elif not renderer.quiet:
+            sys.stdout.write("no shims, bundles or leftovers found\n")
+        return
+    acted = [f for f in rep.findings if f.outcome is not None or f.kind == "hung"]
+    if not renderer.quiet:
+        if acted:
+            headers = ["NAMESPACE", "ID", "KIND", "ACTION", "OUTCOME", "DETAIL"]
+            table(
+                headers,
+                [
+                    [
+                        f.namespace or "-",
+                        f.id or "-",
+                        f.kind,
+                        f.action,
+                        f.outcome or "-",
+                        f.error or f.reason,
+                    ]
+                    for f in acted
+                ],
+            )
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(rep.counts.items())) or "nothing"
+        verb = "would act on" if rep.dry_run else "acted on"
+        done = sum(1 for f in rep.findings if f.outcome in ("done", "dry-run"))
+        sys.stdout.write(
+            f"{rep.command}: found {kinds}; {verb} {done}, failed {rep.errors}"
+            f" ({rep.duration_seconds:.2f}s)\n"
+        )
+    for f in rep.findings:
+        if f.outcome == "failed":
+            sys.stderr.write(f"shimctl: error: {f.kind} {f.namespace}/{f.id}: {f.error}\n")

@@ -1,0 +1,207 @@
+"""Where shimctl works and how long it waits: containerd's dirs, addresses and timeouts.
+
+Precedence, highest first: command-line flags, SHIMCTL_* environment variables (both handled
+by click in cli.py), containerd's config.toml (read here, only when present), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from shimctl.errors import InvalidArgument
+
+TASK_PLUGIN_DIR = "io.containerd.runtime.v2.task"
+DEFAULT_CONFIG = "/etc/containerd/config.toml"
+DEFAULT_ROOT = "/var/lib/containerd"
+DEFAULT_STATE = "/run/containerd"
+DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+# Hard-coded in the shim library, whatever containerd's state dir is (layout.md §7).
+SHIM_SOCKET_DIR = Path("/run/containerd/s")
+
+_TIMEOUT_KEYS = {
+    "io.containerd.timeout.shim.load": "load",
+    "io.containerd.timeout.shim.cleanup": "cleanup",
+    "io.containerd.timeout.shim.shutdown": "shutdown",
+}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. Defaults are containerd's (manager.md §9); `start` bounds the shim's start verb."""
+
+    load: float = 5.0
+    cleanup: float = 5.0
+    shutdown: float = 3.0
+    start: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = Path(DEFAULT_ROOT)
+    state: Path = Path(DEFAULT_STATE)
+    namespace: str = DEFAULT_NAMESPACE
+    # True when the user named a namespace; list/load/gc then stay inside it.
+    namespace_given: bool = False
+    address: str = DEFAULT_ADDRESS
+    ttrpc_address: str = DEFAULT_ADDRESS + ".ttrpc"
+    publish_binary: str = ""
+    debug: bool = False
+    sched_core: bool = False
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    socket_dir: Path = SHIM_SOCKET_DIR
+
+    @property
+    def task_root(self) -> Path:
+        """ROOT: where work dirs live."""
+        return self.root / TASK_PLUGIN_DIR
+
+    @property
+    def task_state(self) -> Path:
+        """STATE: where bundles live."""
+        return self.state / TASK_PLUGIN_DIR
+
+    def with_namespace(self, namespace: str) -> Settings:
+        return replace(self, namespace=namespace)
+
+
+@dataclass(frozen=True)
+class ContainerdConfig:
+    """The few things shimctl takes from containerd's config.toml."""
+
+    root: str | None = None
+    state: str | None = None
+    address: str | None = None
+    ttrpc_address: str | None = None
+    sched_core: bool | None = None
+    timeouts: dict[str, float] = field(default_factory=dict)
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration ("5s", "1m30s", "250ms") or a plain number of seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InvalidArgument(
+            f"invalid duration {text!r}", hint="use a number of seconds or a Go duration like 5m"
+        )
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def read_containerd_config(path: Path) -> ContainerdConfig:
+    """Read containerd's config.toml; a missing file gives an empty config."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ContainerdConfig()
+    except OSError as err:
+        raise InvalidArgument(
+            f"cannot read containerd config {path}: {err.strerror}",
+            hint="pass --config with a readable file",
+        ) from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InvalidArgument(
+            f"containerd config {path} is not valid TOML: {err}",
+            hint="fix the file or pass --config pointing at another one",
+        ) from None
+    return _config_from_doc(doc, path)
+
+
+def _config_from_doc(doc: dict[str, Any], path: Path) -> ContainerdConfig:
+    def text(value: Any, key: str) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise InvalidArgument(f"containerd config {path}: {key} must be a string")
+        return value
+
+    grpc = doc.get("grpc") or {}
+    ttrpc = doc.get("ttrpc") or {}
+    plugins = doc.get("plugins") or {}
+    task_plugin = plugins.get(TASK_PLUGIN_DIR) or plugins.get("io.containerd.runtime.v2") or {}
+    timeouts: dict[str, float] = {}
+    for key, name in _TIMEOUT_KEYS.items():
+        value = (doc.get("timeouts") or {}).get(key)
+        if value is not None:
+            timeouts[name] = parse_duration(str(value))
+    sched = task_plugin.get("sched_core") if isinstance(task_plugin, dict) else None
+    return ContainerdConfig(
+        root=text(doc.get("root"), "root"),
+        state=text(doc.get("state"), "state"),
+        address=text(grpc.get("address") if isinstance(grpc, dict) else None, "grpc.address"),
+        ttrpc_address=text(
+            ttrpc.get("address") if isinstance(ttrpc, dict) else None, "ttrpc.address"
+        ),
+        sched_core=bool(sched) if sched is not None else None,
+        timeouts=timeouts,
+    )
+
+
+def default_publish_binary() -> str:
+    """containerd's executable if on PATH, else shimctl's own (the shim calls it to publish)."""
+    found = shutil.which("containerd")
+    if found:
+        return os.path.abspath(found)
+    return os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "containerd"
+
+
+def build_settings(
+    *,
+    config: Path | None = None,
+    root: str | None = None,
+    state: str | None = None,
+    namespace: str | None = None,
+    address: str | None = None,
+    ttrpc_address: str | None = None,
+    publish_binary: str | None = None,
+    debug: bool = False,
+    timeout: float | None = None,
+) -> Settings:
+    """Merge explicit values (flags or env, already resolved by click) over config over defaults."""
+    cfg = read_containerd_config(config or Path(DEFAULT_CONFIG))
+    final_address = _strip_unix(address or cfg.address or DEFAULT_ADDRESS)
+    final_ttrpc = _strip_unix(ttrpc_address or cfg.ttrpc_address or final_address + ".ttrpc")
+    timeouts = replace(Timeouts(), **cfg.timeouts)
+    if timeout is not None:
+        if timeout <= 0:
+            raise InvalidArgument(f"--timeout must be positive, got {timeout}")
+        timeouts = replace(timeouts, load=timeout, cleanup=timeout)
+    ns = namespace or DEFAULT_NAMESPACE
+    return Settings(
+        root=_abs_dir(root or cfg.root or DEFAULT_ROOT, "--root"),
+        state=_abs_dir(state or cfg.state or DEFAULT_STATE, "--state"),
+        namespace=ns,
+        namespace_given=namespace is not None,
+        address=final_address,
+        ttrpc_address=final_ttrpc,
+        publish_binary=publish_binary or default_publish_binary(),
+        debug=debug,
+        sched_core=bool(cfg.sched_core),
+        timeouts=timeouts,
+    )
+
+
+def _strip_unix(address: str) -> str:
+    # containerd passes its gRPC address to shims without the unix:// scheme.
+    return address[len("unix://") :] if address.startswith("unix://") else address
+
+
+def _abs_dir(value: str, flag: str) -> Path:
+    if not value or "\0" in value:
+        raise InvalidArgument(f"{flag} must be a directory path, got {value!r}")
+    return Path(os.path.abspath(value))

@@ -1,0 +1,50 @@
+"""Drain a shim's log fifo while the shim starts: a shim whose fifo has no reader hangs,
+and one whose pipe buffer fills blocks (shim-binary.md §4)."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+
+
+class LogDrain:
+    """Read `fd` in a background thread until stop(); echo to stderr when `echo` is set."""
+
+    def __init__(self, fd: int, *, echo: bool) -> None:
+        self._fd = fd
+        self._echo = echo
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shim-log", daemon=True)
+
+    def __enter__(self) -> LogDrain:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self._fd], [], [], 0.05)
+                if not ready:
+                    continue
+                data = os.read(self._fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            if data and self._echo:
+                sys.stderr.buffer.write(data)
+                sys.stderr.buffer.flush()
+
+    def stop(self) -> None:
+        """Stop reading and close the fifo; the shim then gets EPIPE on log writes, which it
+        ignores (it catches SIGPIPE)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            if self._thread.is_alive():
+                self._thread.join()
+            os.close(self._fd)

@@ -1,0 +1,74 @@
+"""Shim sockets in /run/containerd/s: where an address points, and whether anyone listens."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import posixpath
+import socket
+import stat
+from enum import Enum
+from pathlib import Path
+
+from shimctl.fsutil import is_within
+
+
+class SocketState(Enum):
+    LISTENING = "listening"
+    REFUSED = "refused"
+    MISSING = "missing"
+    NOT_A_SOCKET = "not-a-socket"
+
+
+def derive_address(containerd_address: str, namespace: str, key: str, socket_dir: Path) -> str:
+    """The address a runc-style shim derives: sha256 of Go filepath.Join(address, ns, key)."""
+    joined = posixpath.normpath("/".join(p for p in (containerd_address, namespace, key) if p))
+    digest = hashlib.sha256(joined.encode()).hexdigest()
+    return f"unix://{socket_dir}/{digest}"
+
+
+def socket_path(address: str) -> Path | None:
+    """The file a `unix://` address names; None for abstract (or junk) addresses."""
+    if not address.startswith("unix://"):
+        return None
+    path = address[len("unix://") :]
+    return Path(path) if path.startswith("/") and "\0" not in path else None
+
+
+def probe(path: Path, *, timeout: float = 0.5) -> SocketState:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return SocketState.MISSING
+    except OSError:
+        return SocketState.MISSING
+    if not stat.S_ISSOCK(st.st_mode):
+        return SocketState.NOT_A_SOCKET
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        return SocketState.LISTENING
+    except OSError as err:
+        if err.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return SocketState.REFUSED
+        # A full backlog or a timeout means a process holds it: treat it as alive.
+        return SocketState.LISTENING
+    finally:
+        sock.close()
+
+
+def remove_if_stale(address: str, socket_dir: Path) -> bool:
+    """Unlink the socket file behind `address` if it is in `socket_dir` and refuses
+    connections. True if a file was removed."""
+    path = socket_path(address)
+    if path is None or not is_within(path, socket_dir) or path.parent != socket_dir:
+        return False
+    if probe(path) is not SocketState.REFUSED:
+        return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
