@@ -8,16 +8,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shimctl import procs, sockets
-from shimctl.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl import lifecycle, procs, sockets
+from shimctl.bundle import Bundle
 from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
 from shimctl.fsutil import is_within, remove_tree
 from shimctl.lock import state_lock
 from shimctl.models import Action, Finding, Kind
 from shimctl.plan import KEEP_ACTIONS
-from shimctl.runtime import check_executable
 from shimctl.settings import Settings
-from shimctl.shim import binary
 
 MAX_WORKERS = 16
 
@@ -78,19 +76,13 @@ def _delete_task(settings: Settings, f: Finding) -> None:
                 raise Skip(f"a task appeared since inspection (pids {pids})")
             except NotFound:
                 pass
-        try:
-            exit_ = client.delete(f.id, timeout=t.cleanup)
+        exit_ = lifecycle.delete_task(client, f.id, settings)
+        if exit_ is not None:
             f.notes.append(f"task deleted (exit status {exit_.exit_status})")
-        except NotFound:
-            pass
-        ref = procs.ref_of(info.shim_pid) if info.shim_pid else None
         if f.shutdown_shim and f.sandbox is None:
-            client.shutdown(f.id, timeout=t.shutdown)
+            lifecycle.shutdown(client, f.id, info.shim_pid, settings, f.notes)
         else:
-            ref = None
             f.notes.append("shared shim: not shut down")
-    if ref is not None and not procs.wait_gone(ref, t.shutdown):
-        f.notes.append(f"shim {ref.pid} still runs after Shutdown (it serves other tasks)")
     bundle.delete()
 
 
@@ -111,33 +103,10 @@ def _dead_shim_gone(settings: Settings, bundle: Bundle) -> None:
 def _delete_dead(settings: Settings, f: Finding) -> None:
     bundle = _bundle(settings, f)
     _dead_shim_gone(settings, bundle)
-    _run_delete_verb(settings, bundle, f)
+    lifecycle.run_delete_verb(settings, bundle, f.notes)
     bundle.delete()
     if f.address and sockets.remove_if_stale(f.address, settings.socket_dir):
         f.notes.append("removed its stale socket")
-
-
-def _run_delete_verb(settings: Settings, bundle: Bundle, f: Finding) -> None:
-    runtime = bundle.read_text(SHIM_BINARY_PATH)
-    if runtime is None:
-        f.notes.append("no shim-binary-path: delete verb not run")
-        return
-    try:
-        check_executable(runtime)
-        shim = binary.ShimBinary(
-            path=runtime,
-            namespace=bundle.namespace,
-            id=bundle.id,
-            address=settings.address,
-            publish_binary=settings.publish_binary,
-            ttrpc_address=settings.ttrpc_address,
-        )
-        exit_ = binary.run_delete(shim, bundle.path, timeout=settings.timeouts.cleanup)
-        f.notes.append(f"delete verb: exit status {exit_.exit_status}, pid {exit_.pid}")
-    except ShimctlError as err:
-        # A never-created task has no `runtime` file and the runc shim's delete fails; the
-        # shim is verified gone, so the bundle goes anyway.
-        f.notes.append(f"delete verb failed: {err}")
 
 
 def _delete_bundle(settings: Settings, f: Finding) -> None:
@@ -184,11 +153,10 @@ def _shutdown_orphan(settings: Settings, f: Finding) -> None:
                 raise Skip("it has a task now")
             except NotFound:
                 pass
-            client.shutdown(f.id, timeout=t.shutdown)
+            if not lifecycle.shutdown(client, f.id, f.shim_pid, settings, f.notes):
+                raise Unsafe(f"shim {f.shim_pid} still runs after Shutdown")
     except Unavailable as err:
         raise Skip(f"it no longer answers: {err}") from None
-    if not procs.wait_gone(ref, t.shutdown):
-        raise Unsafe(f"shim {f.shim_pid} still runs after Shutdown")
 
 
 def _kill_hung(settings: Settings, f: Finding) -> None:
@@ -200,7 +168,7 @@ def _kill_hung(settings: Settings, f: Finding) -> None:
     if not procs.terminate(shim.ref, grace=settings.timeouts.shutdown):
         raise Unsafe(f"shim {f.shim_pid} did not exit after SIGKILL")
     f.notes.append(f"stopped hung shim {f.shim_pid}")
-    _run_delete_verb(settings, bundle, f)
+    lifecycle.run_delete_verb(settings, bundle, f.notes)
     bundle.delete()
     if f.address:
         sockets.remove_if_stale(f.address, settings.socket_dir)

@@ -177,6 +177,7 @@ def start(
             spec_source=spec_file or "",
             sandbox=sandbox,
             options=options,
+            options_source=options_file or "",
         )
         state.renderer().result(
             "start",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from shimctl import identifiers, procs, sockets
-from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
+from shimctl import identifiers, lifecycle, procs, sockets
+from shimctl.bundle import SANDBOX, Bundle
 from shimctl.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -75,6 +75,7 @@ class ShimManager:
         spec_source: str = "--spec",
         sandbox: str | None = None,
         options: bytes | None = None,
+        options_source: str = "",
     ) -> StartResult:
         """Create the bundle and start a shim for it (or join a sandbox's shim)."""
         bundle = self._bundle(id)
@@ -85,7 +86,7 @@ class ShimManager:
         else:
             spec_doc = parse_spec(spec, spec_source)
         if options is not None:
-            validate_any(options, source="--options")
+            validate_any(options, source=f"--options {options_source}")
         if sandbox is not None:
             identifiers.validate(sandbox)
             return self._start_in_sandbox(bundle, sandbox, spec, spec_doc)
@@ -233,24 +234,19 @@ class ShimManager:
         s = self.settings
         with self._dial(boot, bundle.namespace) as client:
             info = client.connect_info(bundle.id, timeout=s.timeouts.load)
-            exit_: Exit | None = None
             try:
-                exit_ = client.delete(bundle.id, timeout=s.timeouts.cleanup)
-            except NotFound:
-                notes.append("the shim had no task (never created, or already deleted)")
+                exit_ = lifecycle.delete_task(client, bundle.id, s)
             except Unknown as err:
                 raise FailedPrecondition(
                     f"the shim refused to delete task {bundle.id!r}: {err}",
                     hint="stop the task first (it may still be running), then retry",
                 ) from None
+            if exit_ is None:
+                notes.append("the shim had no task (never created, or already deleted)")
             if sandboxed:
                 notes.append("sandboxed task: the sandbox's shim keeps running")
                 return exit_, False
-            ref = procs.ref_of(info.shim_pid) if info.shim_pid else None
-            client.shutdown(bundle.id, timeout=s.timeouts.shutdown)
-        stopped = ref is None or procs.wait_gone(ref, s.timeouts.shutdown)
-        if not stopped:
-            notes.append(f"shim {info.shim_pid} still runs: it serves other tasks")
+            stopped = lifecycle.shutdown(client, bundle.id, info.shim_pid, s, notes)
         return exit_, stopped
 
     def _delete_without_shim(
@@ -279,19 +275,7 @@ class ShimManager:
             if not procs.terminate(shim.ref, grace=s.timeouts.shutdown):
                 raise Unsafe(f"shim process {shim.ref.pid} did not exit after SIGKILL")
             notes.append(f"stopped unresponsive shim {shim.ref.pid}")
-        exit_: Exit | None = None
-        runtime_path = bundle.read_text(SHIM_BINARY_PATH)
-        if runtime_path is None:
-            notes.append("no shim-binary-path: the shim's delete verb was not run")
-        else:
-            try:
-                check_executable(runtime_path)
-                shim_bin = self._shim_binary(runtime_path, bundle.namespace, bundle.id)
-                exit_ = binary.run_delete(shim_bin, bundle.path, timeout=s.timeouts.cleanup)
-            except ShimctlError as err:
-                # The runc shim's delete fails for a task that was never created (no
-                # `runtime` file); the shim is verified gone, so the bundle still goes.
-                notes.append(f"shim delete verb failed: {err}")
+        exit_ = lifecycle.run_delete_verb(s, bundle, notes)
         if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir):
             notes.append("removed the dead shim's socket")
         return exit_

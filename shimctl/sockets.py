@@ -59,6 +59,12 @@ def probe(path: Path, *, timeout: float = 0.5) -> SocketState:
         sock.close()
 
 
+def probe_address(address: str) -> SocketState:
+    """Probe a plain socket path or a unix:// address (containerd's own sockets)."""
+    path = socket_path(address) if address.startswith("unix://") else Path(address)
+    return probe(path) if path is not None else SocketState.MISSING
+
+
 def remove_if_stale(address: str, socket_dir: Path) -> bool:
     """Unlink the socket file behind `address` if it is in `socket_dir` and refuses
     connections. True if a file was removed."""

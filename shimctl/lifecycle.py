@@ -1,0 +1,79 @@
+"""Steps shared by `delete` and by load/gc actions: delete a task over ttrpc, shut a shim
+down and make sure it is gone, run the shim binary's `delete` verb."""
+
+from __future__ import annotations
+
+import signal
+
+from shimctl import procs, sockets
+from shimctl.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl.errors import NotFound, ShimctlError
+from shimctl.runtime import check_executable
+from shimctl.settings import Settings
+from shimctl.shim import binary
+from shimctl.shim.task import Exit, TaskClient
+
+
+def delete_task(client: TaskClient, id: str, settings: Settings) -> Exit | None:
+    """The Delete RPC; None when the shim has no such task (never created, already deleted)."""
+    try:
+        return client.delete(id, timeout=settings.timeouts.cleanup)
+    except NotFound:
+        return None
+
+
+def shutdown(
+    client: TaskClient, id: str, shim_pid: int | None, settings: Settings, notes: list[str]
+) -> bool:
+    """Send Shutdown and wait for the shim to exit. True when the process is gone.
+
+    A shim with no task that accepted Shutdown removes its socket and exits, but first waits
+    for its event publisher; with nobody listening on containerd's ttrpc address that takes
+    about 15 s. Such a shim (its socket gone, its events undeliverable) is stopped at once.
+    """
+    ref = procs.ref_of(shim_pid) if shim_pid else None
+    client.shutdown(id, timeout=settings.timeouts.shutdown)
+    if ref is None or procs.wait_gone(ref, settings.timeouts.shutdown):
+        return True
+    shim = procs.shim_process(ref)
+    socket = sockets.socket_path(client.ttrpc.address)
+    socket_gone = socket is not None and sockets.probe(socket) is sockets.SocketState.MISSING
+    events_dead = sockets.probe_address(settings.ttrpc_address) is not (
+        sockets.SocketState.LISTENING
+    )
+    if shim is not None and socket_gone and events_dead:
+        procs.send_signal(ref, signal.SIGKILL)
+        if procs.wait_gone(ref, settings.timeouts.shutdown):
+            notes.append(
+                f"shim {ref.pid} lingered after Shutdown (no event receiver at "
+                f"{settings.ttrpc_address}): stopped"
+            )
+            return True
+    notes.append(f"shim {ref.pid} still runs after Shutdown (it may serve other tasks)")
+    return False
+
+
+def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exit | None:
+    """The runtime's `delete` verb for a shim that is gone. Its failure is only noted: the
+    runc shim's verb fails for a task that was never created (no `runtime` file), and the
+    caller has verified the shim is gone, so the bundle still goes."""
+    runtime = bundle.read_text(SHIM_BINARY_PATH)
+    if runtime is None:
+        notes.append("no shim-binary-path: the delete verb was not run")
+        return None
+    try:
+        check_executable(runtime)
+        shim = binary.ShimBinary(
+            path=runtime,
+            namespace=bundle.namespace,
+            id=bundle.id,
+            address=settings.address,
+            publish_binary=settings.publish_binary,
+            ttrpc_address=settings.ttrpc_address,
+        )
+        exit_ = binary.run_delete(shim, bundle.path, timeout=settings.timeouts.cleanup)
+    except ShimctlError as err:
+        notes.append(f"delete verb failed: {err}")
+        return None
+    notes.append(f"delete verb: exit status {exit_.exit_status}, pid {exit_.pid}")
+    return exit_

@@ -1,0 +1,392 @@
+"""A small synchronous ttrpc client (unary calls only), on stdlib sockets.
+
+Wire format (spec/ttrpc.md): every message is a 10-byte big-endian header
+(data length u32, stream id u32, type u8, flags u8) followed by the data. The client sends
+a `ttrpc.Request` envelope as a type-1 frame on odd, increasing stream ids and reads back a
+type-2 frame carrying a `ttrpc.Response` envelope.
+
+The frame codec and the response reader are plain functions so they can be fuzzed without
+a socket. Every failure surfaces as a `shimctl.errors` class:
+
+- the connection ends (EOF, ECONNRESET, EPIPE)      -> ShimClosed
+- the call's own deadline passes                    -> DeadlineExceeded
+- bytes that are not a valid ttrpc answer           -> ProtocolError
+- a non-OK status                                   -> errors.from_grpc_code(code, message)
+- a frame over MAX_MESSAGE                          -> code 8 (RESOURCE_EXHAUSTED), Unknown
+
+After DeadlineExceeded, ShimClosed, ProtocolError or any other transport error, the
+connection is closed and the client refuses further calls (ShimClosed).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import NamedTuple, Self
+
+from shimctl import errors
+from shimctl.shim.proto import ttrpc_pb2
+
+MAX_MESSAGE = 4 * 1024 * 1024
+"""Largest frame data length either side accepts (4 MiB)."""
+
+HEADER_SIZE = 10
+MSG_TYPE_REQUEST = 0x01
+MSG_TYPE_RESPONSE = 0x02
+MSG_TYPE_DATA = 0x03
+
+NAMESPACE_KEY = "containerd-namespace-ttrpc"
+UNIX_PREFIX = "unix://"
+MAX_SOCKET_PATH = 107
+"""Longest unix socket name we accept in bytes (sun_path is 108 bytes incl. the NUL)."""
+
+CODE_RESOURCE_EXHAUSTED = 8
+
+_HEADER = struct.Struct(">IIBB")
+_MAX_STREAM_ID = 0xFFFFFFFF
+_READ_CHUNK = 64 * 1024
+
+
+class FrameHeader(NamedTuple):
+    length: int
+    stream_id: int
+    msg_type: int
+    flags: int
+
+
+# -- frame codec ---------------------------------------------------------------------------
+
+
+def too_large(length: int) -> errors.ShimctlError:
+    """The error ttrpc gives for a message over MAX_MESSAGE (code 8, RESOURCE_EXHAUSTED)."""
+    return errors.from_grpc_code(
+        CODE_RESOURCE_EXHAUSTED,
+        f"message length {length} exceed maximum message size of {MAX_MESSAGE}",
+    )
+
+
+def encode_frame(stream_id: int, msg_type: int, flags: int, data: bytes) -> bytes:
+    """Header + data. Raises InvalidArgument for out-of-range header fields and the
+    RESOURCE_EXHAUSTED error for data longer than MAX_MESSAGE."""
+    if not 0 <= stream_id <= _MAX_STREAM_ID:
+        raise errors.InvalidArgument(f"ttrpc stream id out of range: {stream_id}")
+    if not 0 <= msg_type <= 0xFF:
+        raise errors.InvalidArgument(f"ttrpc message type out of range: {msg_type}")
+    if not 0 <= flags <= 0xFF:
+        raise errors.InvalidArgument(f"ttrpc flags out of range: {flags}")
+    if len(data) > MAX_MESSAGE:
+        raise too_large(len(data))
+    return _HEADER.pack(len(data), stream_id, msg_type, flags) + bytes(data)
+
+
+def decode_header(b: bytes) -> FrameHeader:
+    """Decode the first HEADER_SIZE bytes of `b`. Does not judge the length field."""
+    if len(b) < HEADER_SIZE:
+        raise errors.ProtocolError(f"short ttrpc header: {len(b)} of {HEADER_SIZE} bytes")
+    length, stream_id, msg_type, flags = _HEADER.unpack_from(b)
+    return FrameHeader(length, stream_id, msg_type, flags)
+
+
+def encode_request(
+    service: str,
+    method: str,
+    payload: bytes,
+    *,
+    timeout_nano: int = 0,
+    namespace: str = "",
+) -> bytes:
+    """The ttrpc.Request envelope (frame data of a type-1 frame)."""
+    req = ttrpc_pb2.Request(
+        service=service, method=method, payload=payload, timeout_nano=timeout_nano
+    )
+    if namespace:
+        req.metadata.add(key=NAMESPACE_KEY, value=namespace)
+    return req.SerializeToString()
+
+
+def parse_response(data: bytes) -> bytes:
+    """Decode a ttrpc.Response envelope: its payload, or the error its status names."""
+    resp = ttrpc_pb2.Response()
+    try:
+        resp.ParseFromString(data)
+    except Exception as err:  # DecodeError, and anything odd the runtime raises
+        raise errors.ProtocolError(f"undecodable ttrpc response: {err}") from None
+    if resp.HasField("status") and resp.status.code != 0:
+        raise errors.from_grpc_code(resp.status.code, resp.status.message)
+    return resp.payload
+
+
+Recv = Callable[[int], bytes]
+"""recv(n): up to n (>= 1) bytes, b"" at end of stream."""
+
+
+def _read_exact(recv: Recv, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = recv(min(n - len(buf), _READ_CHUNK))
+        if not chunk:
+            got = f" after {len(buf)} of {n} bytes" if buf else ""
+            raise errors.ShimClosed(f"ttrpc: closed (connection ended{got})")
+        buf += chunk
+    return bytes(buf)
+
+
+def _discard(recv: Recv, n: int) -> None:
+    while n > 0:
+        chunk = recv(min(n, _READ_CHUNK))
+        if not chunk:
+            raise errors.ShimClosed("ttrpc: closed (connection ended in an oversized frame)")
+        n -= len(chunk)
+
+
+def read_frame(recv: Recv) -> tuple[FrameHeader, bytes | None]:
+    """Read one frame. For a frame longer than MAX_MESSAGE the data is read and thrown
+    away, and None is returned in its place (memory stays bounded)."""
+    header = decode_header(_read_exact(recv, HEADER_SIZE))
+    if header.length > MAX_MESSAGE:
+        _discard(recv, header.length)
+        return header, None
+    return header, _read_exact(recv, header.length)
+
+
+def read_response(recv: Recv, stream_id: int) -> bytes:
+    """Read the Response frame for `stream_id` and return its payload (or raise)."""
+    header = decode_header(_read_exact(recv, HEADER_SIZE))
+    if header.msg_type != MSG_TYPE_RESPONSE:
+        raise errors.ProtocolError(
+            f"ttrpc: unexpected message type {header.msg_type} on stream {header.stream_id}"
+        )
+    if header.stream_id != stream_id:
+        raise errors.ProtocolError(
+            f"ttrpc: response for stream {header.stream_id}, expected {stream_id}"
+        )
+    if header.length > MAX_MESSAGE:
+        _discard(recv, header.length)
+        raise too_large(header.length)
+    return parse_response(_read_exact(recv, header.length))
+
+
+# -- addresses -----------------------------------------------------------------------------
+
+
+def _show(address: str) -> str:
+    text = repr(address)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def parse_address(address: str) -> str | bytes:
+    """Socket address to connect to: `unix:///p` -> "/p" (a file system socket);
+    anything else -> b"\\0" + address (an abstract socket, the old shim form)."""
+    if not isinstance(address, str):
+        raise errors.InvalidArgument(f"shim address must be a string, not {type(address)!r}")
+    if not address.strip():
+        raise errors.InvalidArgument(f"empty shim address {_show(address)}")
+    if "\0" in address:
+        raise errors.InvalidArgument(f"shim address contains NUL: {_show(address)}")
+    if address.startswith(UNIX_PREFIX):
+        path = address[len(UNIX_PREFIX) :]
+        if not path.startswith("/"):
+            raise errors.InvalidArgument(
+                f"shim address {_show(address)} is not unix:// + an absolute path"
+            )
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise errors.InvalidArgument(
+                f"shim socket path too long (over {MAX_SOCKET_PATH} bytes): {_show(address)}"
+            )
+        return path
+    name = b"\0" + os.fsencode(address)
+    if len(name) > MAX_SOCKET_PATH + 1:
+        raise errors.InvalidArgument(
+            f"abstract shim address too long (over {MAX_SOCKET_PATH} bytes): {_show(address)}"
+        )
+    return name
+
+
+# -- client --------------------------------------------------------------------------------
+
+
+MAX_TIMEOUT = 365 * 86400.0
+"""Longer timeouts are cut to this (keeps socket, lock and timeout_nano values in range)."""
+
+
+def _check_timeout(timeout: float) -> float:
+    if math.isnan(timeout):
+        raise errors.InvalidArgument("timeout is NaN")
+    return min(timeout, MAX_TIMEOUT)
+
+
+class TtrpcClient:
+    """One connection to a ttrpc server; calls are serialised (one in flight at a time)."""
+
+    def __init__(self, sock: socket.socket, address: str) -> None:
+        self._sock: socket.socket | None = sock
+        self.address = address
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self._why_closed = "client closed"
+
+    @classmethod
+    def connect(cls, address: str, *, timeout: float) -> TtrpcClient:
+        target = parse_address(address)
+        timeout = _check_timeout(timeout)
+        if timeout <= 0:
+            raise errors.DeadlineExceeded(f"connect {address}: no time left")
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            except OSError as err:
+                raise errors.Unavailable(f"connect {address}: {err.strerror or err}") from None
+            try:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                sock.connect(target)
+                return cls(sock, address)
+            except BlockingIOError:
+                # EAGAIN: the listener's accept queue is full (a busy or hung server).
+                # Go fails at once here; we keep trying until our deadline instead, so a
+                # live-but-stuck shim reads as DeadlineExceeded, never as Unavailable.
+                sock.close()
+                time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.1)
+            except TimeoutError:
+                sock.close()
+                raise errors.DeadlineExceeded(
+                    f"connect {address}: timed out after {timeout:g}s"
+                ) from None
+            except OSError as err:
+                sock.close()
+                raise errors.Unavailable(
+                    f"connect {address}: {err.strerror or err}",
+                    hint="is the shim running?"
+                    if err.errno in (errno.ENOENT, errno.ECONNREFUSED)
+                    else None,
+                ) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _break(self, why: str) -> None:
+        self._why_closed = why
+        self.close()
+
+    def call(
+        self,
+        service: str,
+        method: str,
+        payload: bytes,
+        *,
+        timeout: float,
+        namespace: str,
+    ) -> bytes:
+        """One unary call; returns the response payload. The whole call (including
+        waiting for a busy client) must finish within `timeout` seconds."""
+        timeout = _check_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        what = f"ttrpc {service}/{method} on {self.address}"
+        if timeout <= 0 or not self._lock.acquire(timeout=timeout):
+            raise errors.DeadlineExceeded(f"{what}: context deadline exceeded")
+        try:
+            return self._call_locked(service, method, payload, deadline, namespace, what)
+        finally:
+            self._lock.release()
+
+    def _call_locked(
+        self,
+        service: str,
+        method: str,
+        payload: bytes,
+        deadline: float,
+        namespace: str,
+        what: str,
+    ) -> bytes:
+        sock = self._sock
+        if sock is None:
+            raise errors.ShimClosed(f"{what}: ttrpc: closed ({self._why_closed})")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.DeadlineExceeded(f"{what}: context deadline exceeded")
+        data = encode_request(
+            service,
+            method,
+            payload,
+            timeout_nano=max(1, int(remaining * 1e9)),
+            namespace=namespace,
+        )
+        if len(data) > MAX_MESSAGE:
+            raise too_large(len(data))  # nothing was sent: the client stays usable
+        stream_id = self._next_id
+        if stream_id > _MAX_STREAM_ID:
+            self._break("stream ids exhausted")
+            raise errors.ShimClosed(f"{what}: ttrpc: stream ids exhausted, reconnect")
+        self._next_id += 2
+        frame = encode_frame(stream_id, MSG_TYPE_REQUEST, 0, data)
+
+        def recv(n: int) -> bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            return sock.recv(n)
+
+        clean = False
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            sock.sendall(frame)
+            result = read_response(recv, stream_id)
+            clean = True
+            return result
+        except TimeoutError:
+            self._break("a call timed out")
+            raise errors.DeadlineExceeded(f"{what}: context deadline exceeded") from None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as err:
+            self._break("connection ended")
+            raise errors.ShimClosed(f"{what}: ttrpc: closed ({err.strerror})") from None
+        except errors.ShimClosed as err:
+            self._break("connection ended")
+            raise errors.ShimClosed(f"{what}: {err.message}") from None
+        except errors.ProtocolError as err:
+            self._break("protocol error")
+            raise errors.ProtocolError(f"{what}: {err.message}") from None
+        except errors.ShimctlError:
+            # A status from the server, or an oversized response that was skipped whole:
+            # the stream is still in step, so the connection stays usable.
+            clean = True
+            raise
+        except OSError as err:
+            self._break(f"socket error: {err.strerror or err}")
+            raise errors.Unavailable(f"{what}: {err.strerror or err}") from None
+        finally:
+            if not clean and self._sock is not None:
+                # KeyboardInterrupt or similar mid-call: the stream is out of step.
+                self._break("a call was interrupted")

@@ -1,0 +1,1 @@
+"""Test package: import shared helpers as ``from tests.helpers import ...``."""

@@ -1,0 +1,63 @@
+"""Shared fixtures. Helpers live in tests/helpers.py: ``from tests.helpers import ...``.
+
+- Tests marked ``@pytest.mark.real`` get :func:`tests.helpers.require_real_binaries` applied
+  before setup (skip, or fail when ``CI=true``). The ``require_real_binaries`` fixture does the
+  same for tests that ask for it by name.
+- ``node``: a :class:`tests.helpers.Node` with private dirs under ``tmp_path``; after the test a
+  safety net kills processes left with ``-address <node.address>`` and removes their sockets,
+  warning (ShimLeakWarning) when it had to kill anything. The session ends with a loud summary
+  of all such leaks (collected from xdist workers too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+from tests.helpers import LEAK_PROPERTY, Node
+
+helpers.ensure_sbin_on_path()
+
+_leaks: list[str] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real") is not None:
+        helpers.require_real_binaries()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs in the xdist controller too (worker reports are replayed there).
+    if report.when == "teardown":
+        _leaks.extend(str(v) for k, v in report.user_properties if k == LEAK_PROPERTY)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _leaks:
+        return
+    tr = terminalreporter
+    tr.section("LEAKED SHIM PROCESSES (killed by the safety net)", sep="!", red=True, bold=True)
+    for line in _leaks:
+        tr.write_line(line, red=True, bold=True)
+    tr.write_line(
+        f"{len(_leaks)} test(s) left processes behind: fix their cleanup.", red=True, bold=True
+    )
+
+
+@pytest.fixture(name="require_real_binaries")
+def require_real_binaries_fixture() -> None:
+    """Skip (fail when CI=true) unless the real shim, runc, containerd and busybox exist."""
+    helpers.require_real_binaries()
+
+
+@pytest.fixture
+def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Node]:
+    """Private containerd root/state/address for one test, with the leak safety net."""
+    n = Node.under(tmp_path)
+    yield n
+    item = request.node
+    props = item.user_properties if isinstance(item, pytest.Item) else None
+    helpers.teardown_node(n, props, item.nodeid)
