@@ -132,6 +132,7 @@ def run(ctx: click.Context, action: Callable[[Any], None], *, quiet: bool = Fals
     "--debug", is_flag=True, envvar="SHIMCTL_DEBUG", help="Pass -debug to shims; log to stderr."
 )
 @json_option
+@timeout_option
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
     """Manage containerd runtime-v2 shims on containerd's root and state directories."""

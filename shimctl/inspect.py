@@ -242,7 +242,9 @@ def collect(settings: Settings) -> Inventory:
         list(pool.map(lambda ev: probe_bundle(settings, ev), bundles))
     _attach_processes(settings, bundles)
     others += _orphan_processes(settings, bundles, scope, now)
-    others += _stale_sockets(settings, bundles, now)
+    if not settings.namespace_given:
+        # The socket dir is shared by all namespaces; only a node-wide run looks at it.
+        others += _stale_sockets(settings, bundles, now)
     return Inventory(bundles, others)
 
 

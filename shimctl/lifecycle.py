@@ -13,6 +13,9 @@ from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import Exit, TaskClient
 
+# How long a shim gets to exit after Shutdown before shimctl checks why it lingers.
+LINGER_CHECK = 0.5
+
 
 def delete_task(client: TaskClient, id: str, settings: Settings) -> Exit | None:
     """The Delete RPC; None when the shim has no such task (never created, already deleted)."""
@@ -33,15 +36,20 @@ def shutdown(
     """
     ref = procs.ref_of(shim_pid) if shim_pid else None
     client.shutdown(id, timeout=settings.timeouts.shutdown)
-    if ref is None or procs.wait_gone(ref, settings.timeouts.shutdown):
+    first_wait = min(LINGER_CHECK, settings.timeouts.shutdown)
+    if ref is None or procs.wait_gone(ref, first_wait):
         return True
-    shim = procs.shim_process(ref)
     socket = sockets.socket_path(client.ttrpc.address)
-    socket_gone = socket is not None and sockets.probe(socket) is sockets.SocketState.MISSING
+    socket_state = sockets.probe(socket) if socket else sockets.SocketState.MISSING
+    if socket_state is sockets.SocketState.LISTENING:
+        # A shim that accepts Shutdown removes its socket first: this one declined, because
+        # it still holds other containers.
+        notes.append(f"shim {ref.pid} keeps running: it still serves other tasks")
+        return False
     events_dead = sockets.probe_address(settings.ttrpc_address) is not (
         sockets.SocketState.LISTENING
     )
-    if shim is not None and socket_gone and events_dead:
+    if events_dead and procs.shim_process(ref) is not None:
         procs.send_signal(ref, signal.SIGKILL)
         if procs.wait_gone(ref, settings.timeouts.shutdown):
             notes.append(
@@ -49,7 +57,9 @@ def shutdown(
                 f"{settings.ttrpc_address}): stopped"
             )
             return True
-    notes.append(f"shim {ref.pid} still runs after Shutdown (it may serve other tasks)")
+    elif procs.wait_gone(ref, settings.timeouts.shutdown - first_wait):
+        return True
+    notes.append(f"shim {ref.pid} still runs after Shutdown")
     return False
 
 

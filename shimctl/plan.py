@@ -16,6 +16,9 @@ from shimctl.sockets import socket_path
 
 LIST, LOAD, GC = "list", "load", "gc"
 KEEP_ACTIONS = (Action.KEEP, Action.REPORT)
+# A shim's socket refuses connections between its bind and its listen; one younger than this
+# may belong to a shim that is starting, whatever --min-age says.
+STALE_SOCKET_MIN_AGE = 2.0
 
 
 def plan(
@@ -30,11 +33,16 @@ def plan(
         _decide(ev, groups, named, mode=mode, kill_hung=kill_hung) for ev in inventory.bundles
     ]
     findings += [_copy(f) for f in inventory.others]
-    if mode == GC:
-        for f in findings:
-            if f.action not in KEEP_ACTIONS and (f.age_seconds or 0.0) < min_age:
-                f.notes.append(f"younger than --min-age ({f.age_seconds or 0:.0f}s): left")
-                f.action = Action.KEEP
+    for f in findings:
+        if f.action in KEEP_ACTIONS:
+            continue
+        age = f.age_seconds or 0.0
+        if mode == GC and age < min_age:
+            f.notes.append(f"younger than --min-age ({age:.0f}s): left")
+            f.action = Action.KEEP
+        elif f.kind == Kind.STALE_SOCKET and age < STALE_SOCKET_MIN_AGE:
+            f.notes.append(f"younger than {STALE_SOCKET_MIN_AGE:g}s: may be a shim starting")
+            f.action = Action.KEEP
     return findings
 
 
@@ -136,7 +144,7 @@ def _decide_answered(
             f.kind, f.action = Kind.LEAKED, Action.DELETE_TASK
             f.reason = "manager rule: the task has no processes"
         return f
-    if is_sandbox and mode != LOAD:
+    if is_sandbox:
         f.kind, f.action = Kind.SANDBOX, Action.KEEP
         f.reason = "sandbox: other bundles use its shim" if sharers else "sandbox by its spec"
         return f

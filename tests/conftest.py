@@ -61,3 +61,35 @@ def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Node]:
     item = request.node
     props = item.user_properties if isinstance(item, pytest.Item) else None
     helpers.teardown_node(n, props, item.nodeid)
+
+
+# /run/containerd/s is shared by every test (the shim hard-codes it). `gc`/`load` remove any
+# refusing socket there, including another test's dead shim's socket, so a test that runs them
+# over the whole socket dir holds this lock exclusively, and a test that asserts a dead
+# shim's socket exists holds it shared.
+_SOCKET_DIR_LOCK = Path("/tmp/shimctl-tests-socket-dir.lock")
+
+
+def _socket_dir_lock(mode: int) -> Iterator[None]:
+    import fcntl
+
+    with _SOCKET_DIR_LOCK.open("a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def socket_dir_exclusive() -> Iterator[None]:
+    import fcntl
+
+    yield from _socket_dir_lock(fcntl.LOCK_EX)
+
+
+@pytest.fixture
+def socket_dir_shared() -> Iterator[None]:
+    import fcntl
+
+    yield from _socket_dir_lock(fcntl.LOCK_SH)

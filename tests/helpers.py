@@ -334,11 +334,12 @@ class SafetyNetReport:
     survivors: list[ProcessRecord] = field(default_factory=list)  # still alive after SIGKILL
     sockets_removed: list[Path] = field(default_factory=list)
     runc_deleted: list[str] = field(default_factory=list)  # "<runc root>:<id>"
+    unmounted: list[str] = field(default_factory=list)  # mount points left under the node
 
     @property
     def leaked(self) -> bool:
         """True if the test left processes or containers behind."""
-        return bool(self.killed or self.survivors or self.runc_deleted)
+        return bool(self.killed or self.survivors or self.runc_deleted or self.unmounted)
 
     def describe(self) -> str:
         parts: list[str] = []
@@ -348,6 +349,7 @@ class SafetyNetReport:
             parts.append(f"killed pid {rec.pid}{via}: {what}")
         parts.extend(f"pid {rec.pid} SURVIVED SIGKILL" for rec in self.survivors)
         parts.extend(f"runc delete --force {c}" for c in self.runc_deleted)
+        parts.extend(f"umount {m}" for m in self.unmounted)
         return "; ".join(parts)
 
 
@@ -551,6 +553,17 @@ def safety_net(node: Node) -> SafetyNetReport:
     return report
 
 
+def unmount_under(base: Path) -> list[str]:
+    """Unmount (lazily, deepest first) every mount point under ``base``: a bundle's rootfs
+    stays mounted when its shim was killed before the task was deleted."""
+    from shimctl.fsutil import mount_points_under
+
+    points = sorted(mount_points_under(base), key=len, reverse=True)
+    for point in points:
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return points
+
+
 def teardown_node(
     node: Node, user_properties: list[tuple[str, object]] | None = None, nodeid: str = ""
 ) -> SafetyNetReport:
@@ -560,6 +573,7 @@ def teardown_node(
     conftest.py sees it also from xdist workers.
     """
     report = safety_net(node)
+    report.unmounted = unmount_under(node.base)
     if report.leaked:
         text = f"{nodeid or node.address}: {report.describe()}"
         if user_properties is not None:

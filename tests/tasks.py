@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from shimctl.fsutil import unmount_all
 from shimctl.shim.task import Mount, TaskClient, runc_options_any
 from shimctl.spec import default_spec
-from tests.helpers import Node, populate_busybox_rootfs, run_cli
+from tests.helpers import Node, populate_busybox_rootfs, remove_stale_socket, run_cli, wait_gone
 
 
 def spec_file(node: Node, args: list[str] | None = None, **annotations: str) -> Path:
@@ -66,3 +72,54 @@ def stop_task(node: Node, task_id: str, namespace: str | None = None) -> int:
     with client(node, task_id, namespace) as task:
         task.kill(task_id, 9, all=True)
         return task.wait(task_id).exit_status
+
+
+class Started:
+    """What a test started (shims, tasks, runc containers), to stop by PID at its end."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.procs: list[tuple[int, float]] = []
+        self.containers: list[tuple[str, str]] = []  # (namespace, id) in node.runc_root
+        self.sockets: list[Path] = []  # sockets the test made itself
+
+    def process(self, pid: int) -> int:
+        self.procs.append((pid, psutil.Process(pid).create_time()))
+        return pid
+
+    def container(self, task_id: str, namespace: str = "default") -> None:
+        self.containers.append((namespace, task_id))
+
+    def stop_all(self) -> None:
+        for pid, created in self.procs:
+            try:
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - created) > 1e-3:
+                    continue  # the PID was reused: not ours
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                continue
+        for pid, created in self.procs:
+            wait_gone(pid, created, timeout=10)
+        for namespace, task_id in self.containers:
+            subprocess.run(
+                [
+                    "runc",
+                    "--root",
+                    str(self.node.runc_root / namespace),
+                    "delete",
+                    "--force",
+                    task_id,
+                ],
+                capture_output=True,
+                check=False,
+            )
+        for bundle in self.node.task_state.glob("*/*"):
+            unmount_all(bundle / "rootfs")
+        for made in self.sockets:
+            if os.path.lexists(made):
+                os.unlink(made)
+        for address_file in self.node.task_state.glob("*/*/address"):
+            path = address_file.read_text().strip().removeprefix("unix://")
+            remove_stale_socket(Path(path))

@@ -284,7 +284,9 @@ def test_safety_net_kills_leak_warns_and_removes_socket(
 
 
 @pytest.mark.real
-def test_real_shim_start_then_safety_net(node: Node, tmp_path: Path) -> None:
+def test_real_shim_start_then_safety_net(
+    node: Node, tmp_path: Path, socket_dir_shared: None
+) -> None:
     spec_dir = tmp_path / "spec"
     spec_dir.mkdir()
     subprocess.run(["runc", "spec"], cwd=spec_dir, check=True, capture_output=True)

@@ -135,7 +135,7 @@ def test_missing_sandbox_is_an_error_and_creates_nothing(node: Node) -> None:
     assert not node.bundle("m1").exists() and not node.workdir("m1").exists()
 
 
-def test_delete_of_a_killed_shim_uses_the_binary(node: Node) -> None:
+def test_delete_of_a_killed_shim_uses_the_binary(node: Node, socket_dir_shared: None) -> None:
     start_shim(node, "k1", "--spec", str(spec_file(node)))
     task_pid = create_task(node, "k1")
     shim_pid = shim_pid_of(node, "k1")
