@@ -69,7 +69,7 @@ def _delete_task(settings: Settings, f: Finding) -> None:
     with TaskClient.connect(
         boot.address, f.namespace, timeout=t.load, api_version=boot.version
     ) as client:
-        info = client.connect_info(f.id, timeout=t.load)
+        info = lifecycle.connect_verified(client, f.id, bundle.path, f.namespace, settings)
         if f.kind == Kind.LEAKED and f.task_status is None:
             try:
                 pids = client.pids(f.id, timeout=t.load)

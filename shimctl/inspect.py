@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shimctl import identifiers, procs, sockets
+from shimctl import identifiers, lifecycle, procs, sockets
 from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
-from shimctl.errors import DeadlineExceeded, NotFound, ShimctlError, Unavailable
+from shimctl.errors import DeadlineExceeded, NotFound, ShimctlError, Unavailable, Unsafe
 from shimctl.models import Action, Finding, Kind
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
@@ -158,7 +158,12 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
         with TaskClient.connect(
             ev.boot.address, ev.namespace, timeout=timeout, api_version=ev.boot.version
         ) as client:
-            info = client.connect_info(ev.id, timeout=timeout)
+            try:
+                info = lifecycle.connect_verified(client, ev.id, ev.path, ev.namespace, settings)
+            except Unsafe as err:
+                ev.unsafe = f"its address leads to a shim that is not its own: {err}"
+                ev.probe = ANSWERED
+                return
             ev.shim_pid = info.shim_pid or None
             try:
                 ev.task_pids = client.pids(ev.id, timeout=timeout)

@@ -4,6 +4,7 @@ down and make sure it is gone, run the shim binary's `delete` verb."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from shimctl import procs, sockets
 from shimctl.bundle import SHIM_BINARY_PATH, Bundle
@@ -11,10 +12,23 @@ from shimctl.errors import NotFound, ShimctlError
 from shimctl.runtime import check_executable
 from shimctl.settings import Settings
 from shimctl.shim import binary
-from shimctl.shim.task import Exit, TaskClient
+from shimctl.shim.task import ConnectInfo, Exit, TaskClient
 
 # How long a shim gets to exit after Shutdown before shimctl checks why it lingers.
 LINGER_CHECK = 0.5
+
+
+def connect_verified(
+    client: TaskClient, id: str, bundle_path: Path, namespace: str, settings: Settings
+) -> ConnectInfo:
+    """Connect, then prove the answering process is a shim of this containerd address and
+    namespace serving this bundle (or its group): an address file that leads to another
+    namespace's or another containerd's shim must never get that shim shut down."""
+    info = client.connect_info(id, timeout=settings.timeouts.load)
+    procs.verify_shim(
+        info.shim_pid, namespace=namespace, address=settings.address, bundle=bundle_path
+    )
+    return info
 
 
 def delete_task(client: TaskClient, id: str, settings: Settings) -> Exit | None:

@@ -154,7 +154,9 @@ class ShimManager:
                 self._write_connection(bundle, boot)
                 fd = bundle.open_log_fifo()
                 with LogDrain(fd, echo=False), self._dial(boot, bundle.namespace) as client:
-                    info = client.connect_info(bundle.id, timeout=s.timeouts.load)
+                    info = lifecycle.connect_verified(
+                        client, bundle.id, sandbox.path, bundle.namespace, s
+                    )
             except BaseException as err:
                 with contextlib.suppress(Exception):
                     bundle.delete()
@@ -233,7 +235,7 @@ class ShimManager:
     ) -> tuple[Exit | None, bool]:
         s = self.settings
         with self._dial(boot, bundle.namespace) as client:
-            info = client.connect_info(bundle.id, timeout=s.timeouts.load)
+            info = lifecycle.connect_verified(client, bundle.id, bundle.path, bundle.namespace, s)
             try:
                 exit_ = lifecycle.delete_task(client, bundle.id, s)
             except Unknown as err:
