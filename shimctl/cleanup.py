@@ -10,7 +10,8 @@ from pathlib import Path
 
 from shimctl import lifecycle, procs, sockets
 from shimctl.bundle import Bundle
-from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
+from shimctl.errors import NotFound, ShimClosed, ShimctlError, Unavailable, Unsafe
+from shimctl.faults import checkpoint
 from shimctl.fsutil import is_within, remove_tree
 from shimctl.lock import state_lock
 from shimctl.models import Action, Finding, Kind
@@ -43,6 +44,7 @@ def _run(settings: Settings, f: Finding) -> None:
     try:
         _ACTIONS[f.action](settings, f)
         f.outcome = "done"
+        checkpoint("gc:action-done")
     except Skip as why:
         f.outcome = "skipped"
         f.notes.append(str(why))
@@ -59,9 +61,20 @@ def _bundle(settings: Settings, f: Finding) -> Bundle:
 
 
 def _delete_task(settings: Settings, f: Finding) -> None:
+    bundle = _bundle(settings, f)
+    try:
+        _delete_task_through_shim(settings, f, bundle)
+    except ShimClosed as err:
+        # The shim died while answering (containerd's ErrClosed): clean it up as a dead one.
+        f.notes.append(f"the shim went away mid-call ({err}); cleaned as dead")
+        _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
+        lifecycle.run_delete_verb(settings, bundle, f.notes)
+    bundle.delete()
+
+
+def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) -> None:
     from shimctl.shim.task import TaskClient
 
-    bundle = _bundle(settings, f)
     boot = bundle.connection()
     if boot is None:
         raise Skip("the bundle no longer has an address")
@@ -83,11 +96,11 @@ def _delete_task(settings: Settings, f: Finding) -> None:
             lifecycle.shutdown(client, f.id, info.shim_pid, settings, f.notes)
         else:
             f.notes.append("shared shim: not shut down")
-    bundle.delete()
 
 
-def _dead_shim_gone(settings: Settings, bundle: Bundle) -> None:
-    """Re-verify: nothing answers on the bundle's address and no shim process of it lives."""
+def _dead_shim_gone(settings: Settings, bundle: Bundle, *, wait: float = 0.0) -> None:
+    """Re-verify: nothing answers on the bundle's address and no shim process of it lives
+    (waiting up to `wait` seconds for a dying one to go)."""
     boot = None
     with contextlib.suppress(ShimctlError):
         boot = bundle.connection()
@@ -96,7 +109,8 @@ def _dead_shim_gone(settings: Settings, bundle: Bundle) -> None:
         if path is not None and sockets.probe(path) is sockets.SocketState.LISTENING:
             raise Skip("its socket accepts connections again")
     for shim in procs.find_shims(settings.address):
-        if shim.namespace == bundle.namespace and shim.cwd == str(bundle.path):
+        mine = shim.namespace == bundle.namespace and shim.cwd == str(bundle.path)
+        if mine and not procs.wait_gone(shim.ref, wait):
             raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
 
 

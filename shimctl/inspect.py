@@ -154,6 +154,9 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
         ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
         return
     timeout = settings.timeouts.load
+    # Hold the log fifo open while probing, as containerd's loader does: a shim whose starter
+    # died before the shim opened its log is blocked in that open, and answers once it can.
+    log_fd = _open_log_fifo(ev.path / "log")
     try:
         with TaskClient.connect(
             ev.boot.address, ev.namespace, timeout=timeout, api_version=ev.boot.version
@@ -179,6 +182,19 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
     except ShimctlError as err:
         # Garbage, protocol errors, unexpected statuses: something is there; not provably dead.
         ev.probe, ev.probe_error = UNRESPONSIVE, f"{err.kind}: {err}"
+    finally:
+        if log_fd is not None:
+            os.close(log_fd)
+
+
+def _open_log_fifo(path: Path) -> int | None:
+    """Open an existing `log` FIFO read-write, non-blocking; None if it is anything else."""
+    try:
+        if not stat.S_ISFIFO(os.lstat(path).st_mode):
+            return None
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def collect(settings: Settings) -> Inventory:

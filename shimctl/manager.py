@@ -21,6 +21,7 @@ from shimctl.errors import (
     Unknown,
     Unsafe,
 )
+from shimctl.faults import checkpoint
 from shimctl.lock import state_lock
 from shimctl.models import DeleteResult, Finding, ReconcileReport, StartResult
 from shimctl.runtime import check_executable, resolve_runtime_path
@@ -94,6 +95,7 @@ class ShimManager:
         check_executable(runtime_path)
         with state_lock(s.task_state):
             Bundle.create(s, bundle.namespace, id, spec, remapped_gid(spec_doc))
+            checkpoint("start:bundle-created")
             shim = self._shim_binary(runtime_path, bundle.namespace, id)
             boot: Bootstrap | None = None
             try:
@@ -101,13 +103,16 @@ class ShimManager:
                     output = binary.run_start(
                         shim, bundle.path, options=options, timeout=s.timeouts.start
                     )
+                    checkpoint("start:shim-started")
                     boot = parse_bootstrap(output, source="the shim's start output")
                     # Written before the first RPC, so a bundle left by a crash right here
                     # still names its runtime and can be cleaned by `gc`.
                     bundle.write_shim_binary_path(runtime_path)
+                    checkpoint("start:binary-path-written")
                     self._write_connection(bundle, boot)
                     with self._dial(boot, bundle.namespace) as client:
                         info = client.connect_info(id, timeout=s.timeouts.load)
+                    checkpoint("start:connected")
             except BaseException:
                 self._undo_start(bundle, boot)
                 raise
@@ -243,12 +248,14 @@ class ShimManager:
                     f"the shim refused to delete task {bundle.id!r}: {err}",
                     hint="stop the task first (it may still be running), then retry",
                 ) from None
+            checkpoint("delete:task-deleted")
             if exit_ is None:
                 notes.append("the shim had no task (never created, or already deleted)")
             if sandboxed:
                 notes.append("sandboxed task: the sandbox's shim keeps running")
                 return exit_, False
             stopped = lifecycle.shutdown(client, bundle.id, info.shim_pid, s, notes)
+        checkpoint("delete:shim-stopped")
         return exit_, stopped
 
     def _delete_without_shim(
@@ -320,6 +327,7 @@ class ShimManager:
             identifiers.validate_namespace(s.namespace)
         inventory = inspect.collect(s)
         findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
+        checkpoint(f"{mode}:planned")
         if mode != "list":
             cleanup.apply(s, findings, dry_run=dry_run)
         return summarize(mode, dry_run, findings, time.monotonic() - started)
