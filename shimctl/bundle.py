@@ -107,9 +107,16 @@ class Bundle:
             return None
 
     def work_is_safe(self, target: Path) -> bool:
-        """The work link may only lead to ROOT/<ns>/<name>: a plain dir one level below."""
+        """The work link may only lead to this bundle's own work dir, ROOT/<ns>/<id>: one
+        leading anywhere else (even another task's work dir) is never followed."""
         norm = Path(os.path.normpath(target))
-        return norm.is_absolute() and norm.parent == self.task_root / self.namespace
+        return norm.is_absolute() and norm == self.work
+
+    def check_namespace_dirs(self) -> None:
+        """STATE/<ns> and ROOT/<ns> must be real directories, not links out of the tree."""
+        for ns_dir in (self.path.parent, self.work.parent):
+            if os.path.islink(ns_dir):
+                raise Unsafe(f"{ns_dir} is a symlink; shimctl does not act through it")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -177,7 +184,9 @@ class Bundle:
             )
             try:
                 os.fchmod(fd, 0o644)
-                os.write(fd, spec)
+                view = memoryview(spec)
+                while view:
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
         except BaseException:
@@ -188,6 +197,7 @@ class Bundle:
 
     def delete(self) -> None:
         """Bundle.Delete (layout.md §6), refusing to follow links out of ROOT/STATE."""
+        self.check_namespace_dirs()
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -197,7 +207,7 @@ class Bundle:
         work = self.work_target()
         if work is not None and not self.work_is_safe(work):
             raise Unsafe(
-                f"{self.path / WORK} points at {work}, outside {self.task_root / self.namespace}",
+                f"{self.path / WORK} points at {work}, not at its own work dir {self.work}",
                 hint="inspect the bundle by hand; shimctl does not follow such a link",
             )
         if st is not None:
@@ -221,11 +231,18 @@ class Bundle:
             fsutil.atomic_delete(self.path, within=self.task_state)
         except (OSError, Unsafe, FailedPrecondition) as err:
             bundle_err = err
-        if work is not None:
-            fsutil.atomic_delete(Path(os.path.normpath(work)), within=self.task_root)
-        elif os.path.isdir(self.work) and not os.path.islink(self.work) and bundle_err is None:
-            # No link (or a dangling one already gone): the id's own work dir is still ours.
-            fsutil.atomic_delete(self.work, within=self.task_root)
+        try:
+            if work is not None:
+                fsutil.atomic_delete(self.work, within=self.task_root)
+            elif bundle_err is None and os.path.isdir(self.work) and not os.path.islink(self.work):
+                # No link (or a dangling one already gone): the id's own work dir is still ours.
+                fsutil.atomic_delete(self.work, within=self.task_root)
+        except (OSError, Unsafe, FailedPrecondition) as work_err:
+            if bundle_err is None:
+                raise
+            raise FailedPrecondition(
+                f"failed to remove both bundle and workdir locations: {work_err}: {bundle_err}"
+            ) from None
         if bundle_err is not None:
             raise bundle_err
 

@@ -91,6 +91,14 @@ def run(ctx: click.Context, action: Callable[[Any], None], *, quiet: bool = Fals
     except ShimctlError as err:
         state.renderer(quiet=quiet).error(err)
         ctx.exit(err.exit_code)
+    except OSError as err:
+        # An OS error nothing below classified (a state dir that is a file, a read-only
+        # mount...): one line naming the path, never a traceback.
+        from shimctl.errors import Unknown
+
+        where = f" {err.filename}" if err.filename else ""
+        state.renderer(quiet=quiet).error(Unknown(f"{err.strerror or err}:{where}".rstrip(":")))
+        ctx.exit(Unknown.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("shimctl: interrupted\n")
         ctx.exit(130)

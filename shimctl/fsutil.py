@@ -11,12 +11,14 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import shutil
 import stat
 import time
 from pathlib import Path
 
 from shimctl.errors import FailedPrecondition, InvalidArgument, Unsafe
+from shimctl.faults import checkpoint
 
 # Bundle files are tiny; a bigger one is junk and is not read whole.
 MAX_SMALL_FILE = 64 * 1024
@@ -84,7 +86,13 @@ def write_atomic(path: Path, data: bytes, mode: int, *, exclusive_temp: bool = F
             os.unlink(tmp)
         raise
     os.close(fd)
-    os.rename(tmp, path)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        # Never leave the temp file: for the address it would block every later write.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def mkdir_mode(path: Path, mode: int, *, exist_ok: bool) -> None:
@@ -101,25 +109,31 @@ def mkdir_mode(path: Path, mode: int, *, exist_ok: bool) -> None:
 
 
 def mount_points_under(path: Path) -> list[str]:
-    """Mount points at or below `path`, from /proc/self/mountinfo."""
-    top = os.path.normpath(path)
+    """Mount points at or below `path`, from /proc/self/mountinfo.
+
+    mountinfo names mount points by their real path, so `path` is compared both as given and
+    with its symlinks resolved (e.g. a state dir under /var/run, a link to /run).
+    """
+    tops = {os.path.normpath(path), os.path.realpath(path)}
     found = []
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        lines = Path("/proc/self/mountinfo").read_bytes().splitlines()
     except OSError:
         return []
     for line in lines:
-        fields = line.split(" ")
+        fields = line.split(b" ")
         if len(fields) < 5:
             continue
-        # Field 5 is the mount point with spaces etc. octal-escaped.
-        point = fields[4].encode().decode("unicode_escape")
-        if point == top or point.startswith(top.rstrip("/") + "/"):
+        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+        point = os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields[4]))
+        if any(point == top or point.startswith(top.rstrip("/") + "/") for top in tops):
             found.append(point)
     return found
 
 
+_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 _libc: ctypes.CDLL | None = None
+_UMOUNT_NOFOLLOW = 8  # linux/fs.h: do not follow a symlink in the last component
 
 
 def _umount2(target: str, flags: int) -> int:
@@ -132,11 +146,16 @@ def _umount2(target: str, flags: int) -> int:
 
 
 def unmount_all(target: Path) -> None:
-    """Peel off every mount stacked on `target` (containerd's UnmountAll)."""
+    """Peel off every mount stacked on `target` (containerd's UnmountAll).
+
+    A symlinked `target` is refused: umount2 would follow it and unmount what it points at.
+    """
     if not os.path.lexists(target):
         return
+    if os.path.islink(target):
+        raise Unsafe(f"{target} is a symlink; not unmounting through it")
     for _ in range(100):
-        err = _umount2(str(target), 0)
+        err = _umount2(str(target), _UMOUNT_NOFOLLOW)
         if err == 0:
             continue
         if err in (errno.EINVAL, errno.ENOENT):
@@ -144,7 +163,7 @@ def unmount_all(target: Path) -> None:
         if err == errno.EBUSY:
             for _retry in range(50):
                 time.sleep(0.05)
-                err = _umount2(str(target), 0)
+                err = _umount2(str(target), _UMOUNT_NOFOLLOW)
                 if err != errno.EBUSY:
                     break
             if err == 0:
@@ -155,10 +174,28 @@ def unmount_all(target: Path) -> None:
     raise FailedPrecondition(f"failed to unmount {target}: too many stacked mounts")
 
 
+def _refuse_links_below(path: Path, within: Path) -> None:
+    """Refuse `path` if a directory between `within` and it is a symlink: the path would then
+    lead outside `within` although it reads as inside (e.g. a symlinked namespace dir)."""
+    top = os.path.normpath(within)
+    rel = os.path.relpath(os.path.normpath(path), top)
+    current = top
+    for part in Path(rel).parts[:-1]:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise Unsafe(f"refusing to remove {path}: {current} is a symlink")
+
+
 def remove_tree(path: Path, *, within: Path) -> None:
-    """rm -rf `path`, refusing anything outside `within`, symlinks, and trees holding mounts."""
+    """rm -rf `path`, refusing anything outside `within`, symlinks (also between `within` and
+    `path`), and trees holding mounts."""
     if not is_within(path, within) or os.path.normpath(path) == os.path.normpath(within):
         raise Unsafe(f"refusing to remove {path}: it is not inside {within}")
+    _refuse_links_below(path, within)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -181,8 +218,9 @@ def remove_tree(path: Path, *, within: Path) -> None:
 def atomic_delete(path: Path, *, within: Path) -> None:
     """Rename `path` to `.<name>` beside it, then remove that: a half-removed dir never keeps
     its live name. A stale `.<name>` from an interrupted delete is removed first."""
-    if not is_within(path, within):
+    if not is_within(path, within) or os.path.normpath(path) == os.path.normpath(within):
         raise Unsafe(f"refusing to remove {path}: it is not inside {within}")
+    _refuse_links_below(path, within)
     hidden = path.parent / f".{path.name}"
     try:
         st = os.lstat(path)
@@ -197,4 +235,5 @@ def atomic_delete(path: Path, *, within: Path) -> None:
             raise
         remove_tree(hidden, within=within)
         os.rename(path, hidden)
+    checkpoint("bundle:renamed")
     remove_tree(hidden, within=within)

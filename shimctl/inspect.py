@@ -83,7 +83,8 @@ def namespaces(settings: Settings) -> list[str]:
     names: set[str] = set()
     for top in (settings.task_state, settings.task_root):
         for entry in _subdirs(top):
-            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+            plain_or_link = entry.is_dir(follow_symlinks=False) or entry.is_symlink()
+            if plain_or_link and not entry.name.startswith("."):
                 names.add(entry.name)
     return sorted(names)
 
@@ -206,6 +207,19 @@ def collect(settings: Settings) -> Inventory:
     for ns in scope:
         ns_state = settings.task_state / ns
         ns_root = settings.task_root / ns
+        linked = [d for d in (ns_state, ns_root) if os.path.islink(d)]
+        if linked:
+            others.append(
+                Finding(
+                    Kind.UNSAFE,
+                    ns,
+                    "",
+                    str(linked[0]),
+                    f"namespace dir {linked[0]} is a symlink; not followed, skipped",
+                    Action.REPORT,
+                )
+            )
+            continue
         if not identifiers.is_valid(ns):
             others.append(
                 Finding(

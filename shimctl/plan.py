@@ -123,7 +123,9 @@ def _decide_answered(
     assert ev.boot is not None
     group = groups[_socket_key(ev.boot.address)]
     sharers = [other for other in group if other is not ev]
-    is_sandbox = (ev.namespace, ev.id) in named or ev.spec_says_sandbox
+    # A sandbox is kept for its members: bundles that name it or share its shim. A CRI
+    # sandbox spec with no task and no member is a leaked pod sandbox, cleaned like any leak.
+    is_sandbox = (ev.namespace, ev.id) in named
     if sharers and ev.sandbox_of is None and not _spec_member(ev, sharers):
         is_sandbox = True
     # A shared shim is never shut down while another of its bundles has a task.
@@ -146,7 +148,7 @@ def _decide_answered(
         return f
     if is_sandbox:
         f.kind, f.action = Kind.SANDBOX, Action.KEEP
-        f.reason = "sandbox: other bundles use its shim" if sharers else "sandbox by its spec"
+        f.reason = "sandbox: other bundles use its shim"
         return f
     f.kind, f.action = Kind.LEAKED, Action.DELETE_TASK
     f.reason = "shim answers but has no task"

@@ -15,10 +15,13 @@ from typing import Any, TextIO
 from shimctl.errors import ShimctlError
 
 SCHEMA_VERSION = 1
+# Error text may span lines (a shim's output); other control characters are escaped.
+_MULTILINE = "\n\t"
 
 
 def use_color(stream: TextIO) -> bool:
-    if "NO_COLOR" in os.environ:
+    # no-color.org: NO_COLOR counts when it is set and not empty.
+    if os.environ.get("NO_COLOR"):
         return False
     return stream.isatty()
 
@@ -45,12 +48,12 @@ class Renderer:
         for key, value in rows:
             if isinstance(value, list):
                 value = "; ".join(str(v) for v in value)
-            sys.stdout.write(f"{key + ':':<{width + 1}} {value}\n")
+            sys.stdout.write(f"{key + ':':<{width + 1}} {printable(str(value))}\n")
 
     def error(self, err: ShimctlError) -> None:
-        sys.stderr.write(f"shimctl: error: {err.message}\n")
+        sys.stderr.write(f"shimctl: error: {printable(err.message, keep=_MULTILINE)}\n")
         if err.hint:
-            sys.stderr.write(f"shimctl: hint: {err.hint}\n")
+            sys.stderr.write(f"shimctl: hint: {printable(err.hint, keep=_MULTILINE)}\n")
         if self.json_output:
             doc = {
                 "schema_version": SCHEMA_VERSION,
@@ -59,7 +62,7 @@ class Renderer:
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
     def warn(self, message: str) -> None:
-        sys.stderr.write(f"shimctl: warning: {message}\n")
+        sys.stderr.write(f"shimctl: warning: {printable(message, keep=_MULTILINE)}\n")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -72,6 +75,14 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "value") and hasattr(value, "name") and type(value).__module__ != "builtins":
         return value.value  # enums
     return value
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """`text` with control characters shown as escapes (\\n, \\x1b, ...), except those in
+    `keep`: nothing a shim or a directory name holds can drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
 def _age(seconds: float | None) -> str:
@@ -90,16 +101,20 @@ def _short_runtime(path: str | None) -> str:
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
     """A table on stdout: rich on a colour terminal, plain aligned columns otherwise."""
+    # Cells come from directory names and shim output: never let them carry terminal control
+    # sequences, nor (on a terminal) rich markup.
+    rows = [[printable(cell) for cell in row] for row in rows]
     if use_color(sys.stdout):
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(*headers, box=None, header_style="bold")
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*(Text(cell) for cell in row))
         Console().print(t)
         return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
         line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
         sys.stdout.write(line.rstrip() + "\n")
@@ -157,4 +172,5 @@ def report(renderer: Renderer, rep: Any) -> None:
         )
     for f in rep.findings:
         if f.outcome == "failed":
-            sys.stderr.write(f"shimctl: error: {f.kind} {f.namespace}/{f.id}: {f.error}\n")
+            text = printable(f"{f.kind} {f.namespace}/{f.id}: {f.error}", keep=_MULTILINE)
+            sys.stderr.write(f"shimctl: error: {text}\n")

@@ -51,9 +51,12 @@ def resolve_runtime_path(runtime: str, *, containerd_binary: str, cwd: str = "/"
     found = _look_path(name)
     if found is not None:
         return os.path.abspath(found)
-    beside = os.path.join(os.path.dirname(containerd_binary), name)
-    if containerd_binary and os.path.exists(beside):
-        return os.path.abspath(beside)
+    # Only a binary with a directory part has a "beside": a bare name would search our cwd.
+    containerd_dir = os.path.dirname(containerd_binary)
+    if containerd_dir:
+        beside = os.path.join(containerd_dir, name)
+        if os.path.exists(beside):
+            return os.path.abspath(beside)
     raise NotFound(
         f'runtime "{runtime}" binary not installed "{name}": file does not exist',
         hint=f"install {name} on PATH or pass --runtime /abs/path/to/{name}",
@@ -61,8 +64,10 @@ def resolve_runtime_path(runtime: str, *, containerd_binary: str, cwd: str = "/"
 
 
 def _look_path(name: str) -> str | None:
-    # Go's exec.LookPath: first non-directory with any execute bit; "" means the cwd.
-    for entry in os.environ.get("PATH", "").split(":"):
+    # Go's exec.LookPath: first non-directory with any execute bit; an empty element means
+    # the cwd, but an empty or unset PATH has no elements at all (filepath.SplitList("")).
+    path = os.environ.get("PATH", "")
+    for entry in path.split(":") if path else []:
         candidate = os.path.join(entry or ".", name)
         try:
             st = os.stat(candidate)

@@ -6,6 +6,7 @@ by click in cli.py), containerd's config.toml (read here, only when present), de
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -85,20 +86,45 @@ class ContainerdConfig:
     timeouts: dict[str, float] = field(default_factory=dict)
 
 
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,  # micro sign
+    "\u03bcs": 1e-6,  # Greek mu
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_NUMBER = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+_DURATION_PART = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
 def parse_duration(text: str) -> float:
-    """Parse a Go duration ("5s", "1m30s", "250ms") or a plain number of seconds."""
+    """Parse a Go duration ("5s", "1m30s", "250ms") or a plain number of seconds.
+
+    Negative, infinite and NaN values are refused: every duration shimctl takes is a wait or
+    an age.
+    """
     text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise InvalidArgument(
-            f"invalid duration {text!r}", hint="use a number of seconds or a Go duration like 5m"
-        )
-    return sum(float(n) * units[u] for n, u in parts)
+    bad = InvalidArgument(
+        f"invalid duration {text!r}", hint="use a number of seconds or a Go duration like 5m"
+    )
+    number = text[1:] if text.startswith("+") else text
+    if re.fullmatch(_NUMBER, number):
+        total = float(number)
+    else:
+        pos, total = 0, 0.0
+        for match in _DURATION_PART.finditer(number):
+            if match.start() != pos:
+                raise bad
+            total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            pos = match.end()
+        if pos == 0 or pos != len(number):
+            raise bad
+    if not math.isfinite(total):
+        raise bad
+    return total
 
 
 def read_containerd_config(path: Path) -> ContainerdConfig:
@@ -130,23 +156,41 @@ def _config_from_doc(doc: dict[str, Any], path: Path) -> ContainerdConfig:
             raise InvalidArgument(f"containerd config {path}: {key} must be a string")
         return value
 
-    grpc = doc.get("grpc") or {}
-    ttrpc = doc.get("ttrpc") or {}
-    plugins = doc.get("plugins") or {}
-    task_plugin = plugins.get(TASK_PLUGIN_DIR) or plugins.get("io.containerd.runtime.v2") or {}
+    def table(value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"containerd config {path}: [{key}] must be a table")
+        return value
+
+    grpc = table(doc.get("grpc"), "grpc")
+    ttrpc = table(doc.get("ttrpc"), "ttrpc")
+    plugins = table(doc.get("plugins"), "plugins")
+    task_plugin = table(
+        plugins.get(TASK_PLUGIN_DIR) or plugins.get("io.containerd.runtime.v2"),
+        f'plugins."{TASK_PLUGIN_DIR}"',
+    )
     timeouts: dict[str, float] = {}
+    timeout_table = table(doc.get("timeouts"), "timeouts")
     for key, name in _TIMEOUT_KEYS.items():
-        value = (doc.get("timeouts") or {}).get(key)
-        if value is not None:
+        value = timeout_table.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise InvalidArgument(f"containerd config {path}: timeouts {key!r} must be a duration")
+        try:
             timeouts[name] = parse_duration(str(value))
-    sched = task_plugin.get("sched_core") if isinstance(task_plugin, dict) else None
+        except InvalidArgument as err:
+            raise InvalidArgument(
+                f"containerd config {path}: timeouts {key!r}: {err}",
+                hint='use a Go duration like "5s" or "1m30s"',
+            ) from None
+    sched = task_plugin.get("sched_core")
     return ContainerdConfig(
         root=text(doc.get("root"), "root"),
         state=text(doc.get("state"), "state"),
-        address=text(grpc.get("address") if isinstance(grpc, dict) else None, "grpc.address"),
-        ttrpc_address=text(
-            ttrpc.get("address") if isinstance(ttrpc, dict) else None, "ttrpc.address"
-        ),
+        address=text(grpc.get("address"), "grpc.address"),
+        ttrpc_address=text(ttrpc.get("address"), "ttrpc.address"),
         sched_core=bool(sched) if sched is not None else None,
         timeouts=timeouts,
     )
@@ -178,8 +222,8 @@ def build_settings(
     final_ttrpc = _strip_unix(ttrpc_address or cfg.ttrpc_address or final_address + ".ttrpc")
     timeouts = replace(Timeouts(), **cfg.timeouts)
     if timeout is not None:
-        if timeout <= 0:
-            raise InvalidArgument(f"--timeout must be positive, got {timeout}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise InvalidArgument(f"--timeout must be a positive number of seconds, got {timeout}")
         timeouts = replace(timeouts, load=timeout, cleanup=timeout)
     ns = namespace or DEFAULT_NAMESPACE
     return Settings(

@@ -81,19 +81,45 @@ def parse_spec(data: bytes, source: str) -> dict[str, Any]:
 def remapped_gid(spec: dict[str, Any]) -> int | None:
     """Host GID of the first gid mapping for container GID 0, if not 0 (bundle_linux.go).
 
-    Go's JSON decoding matches keys case-insensitively, so we do too.
+    Decoded as Go's encoding/json decodes into the OCI structs: keys match without regard to
+    case (the last matching key wins), a missing or null field is 0, a null mapping is all
+    zeros, and a value of the wrong type is an error (InvalidArgument), as it fails
+    containerd's NewBundle.
     """
     linux = _get_ci(spec, "linux")
+    if linux is None:
+        return None
     if not isinstance(linux, dict):
-        return None
+        raise InvalidArgument("spec: linux must be an object")
     mappings = _get_ci(linux, "gidMappings")
-    if not isinstance(mappings, list):
+    if mappings is None:
         return None
-    for mapping in mappings:
-        if isinstance(mapping, dict) and _get_ci(mapping, "containerID") == 0:
-            host = _get_ci(mapping, "hostID")
-            return host if isinstance(host, int) and host != 0 else None
-    return None
+    if not isinstance(mappings, list):
+        raise InvalidArgument("spec: linux.gidMappings must be an array")
+    found: int | None = None
+    for i, mapping in enumerate(mappings):
+        if mapping is None:
+            mapping = {}
+        if not isinstance(mapping, dict):
+            raise InvalidArgument(f"spec: linux.gidMappings[{i}] must be an object")
+        container_id = _uint32(mapping, "containerID", i)
+        host_id = _uint32(mapping, "hostID", i)
+        _uint32(mapping, "size", i)
+        if container_id == 0 and found is None:
+            found = host_id
+    return found or None
+
+
+def _uint32(mapping: dict[str, Any], key: str, index: int) -> int:
+    value = _get_ci(mapping, key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise InvalidArgument(
+            f"spec: linux.gidMappings[{index}].{key} must be an unsigned 32-bit integer, "
+            f"got {value!r}"
+        )
+    return value
 
 
 def spec_annotations(spec: dict[str, Any]) -> dict[str, str]:
@@ -104,10 +130,11 @@ def spec_annotations(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def _get_ci(doc: dict[str, Any], key: str) -> Any:
-    if key in doc:
-        return doc[key]
+    """Go's json field matching: an exact or case-insensitive key; the last one present wins,
+    as Go assigns each matching key in turn."""
     lowered = key.lower()
+    value = None
     for k, v in doc.items():
         if isinstance(k, str) and k.lower() == lowered:
-            return v
-    return None
+            value = v
+    return value

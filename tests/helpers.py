@@ -367,10 +367,17 @@ def socket_path_from_address(text: str) -> Path | None:
 
 
 def _read_socket_of_bundle(bundle: Path) -> Path | None:
+    # Non-blocking and no-follow: a hostile test may put a FIFO or a link at `address`.
     try:
-        return socket_path_from_address((bundle / "address").read_text(errors="replace"))
+        fd = os.open(bundle / "address", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return socket_path_from_address(os.read(fd, 4096).decode(errors="replace"))
+    finally:
+        os.close(fd)
 
 
 def socket_has_listener(path: Path) -> bool:

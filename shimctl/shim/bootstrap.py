@@ -38,8 +38,7 @@ def parse_bootstrap(text: str, *, source: str) -> Bootstrap:
     if not text:
         raise InvalidArgument(f"{source} holds no shim address")
     if not text.startswith("{"):
-        if any(ord(c) < 0x20 or c == "\x7f" for c in text):
-            raise InvalidArgument(f"{source} holds no valid address: {text[:80]!r}")
+        _check_address(text, source)
         return Bootstrap(address=text)
     try:
         doc = json.loads(text)
@@ -58,4 +57,12 @@ def parse_bootstrap(text: str, *, source: str) -> Bootstrap:
         )
     if protocol != "ttrpc":
         raise NotImplementedByShim(f"{source}: unsupported shim protocol {protocol!r}")
+    _check_address(doc["address"], source)
     return Bootstrap(address=doc["address"], version=max(version, 2), protocol=protocol)
+
+
+def _check_address(address: str, source: str) -> None:
+    # A socket address never holds control characters or surrounding blanks; junk that does
+    # (a shim's error text, a half-written file) is refused, whichever form carried it.
+    if address != address.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in address):
+        raise InvalidArgument(f"{source} holds no valid address: {address[:80]!r}")
