@@ -2,7 +2,7 @@ PYTHON ?= python3
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k real -x'
 PYTEST_ARGS ?=
 
-.PHONY: deps lint test format proto demo
+.PHONY: deps lint test format proto demo bench
 
 deps:
 	PYTHON=$(PYTHON) bash scripts/install-deps.sh
@@ -25,3 +25,7 @@ proto: deps
 
 demo: deps
 	PYTHON=$(PYTHON) bash scripts/demo.sh
+
+# Speed and memory against the targets of the README's performance section.
+bench: deps
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
