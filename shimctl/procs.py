@@ -11,10 +11,17 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from shimctl.errors import Unsafe
+
+if TYPE_CHECKING:
+    import psutil
+else:
+    from shimctl.lazy import LazyModule
+
+    # psutil costs ~10 ms to import; `start` only needs it when something goes wrong.
+    psutil = LazyModule("psutil")
 
 # Flags the shim server process is started with; a `start`/`delete` verb process has a
 # trailing action word instead.
