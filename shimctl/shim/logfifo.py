@@ -16,6 +16,8 @@ class LogDrain:
         self._fd = fd
         self._echo = echo
         self._stop = threading.Event()
+        # A pipe to wake the reader at once on stop(), rather than at its next poll.
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="shim-log", daemon=True)
 
     def __enter__(self) -> LogDrain:
@@ -28,9 +30,9 @@ class LogDrain:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self._fd], [], [], 0.05)
-                if not ready:
-                    continue
+                ready, _, _ = select.select([self._fd, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    return
                 data = os.read(self._fd, 65536)
             except (BlockingIOError, InterruptedError):
                 continue
@@ -45,6 +47,8 @@ class LogDrain:
         ignores (it catches SIGPIPE)."""
         if not self._stop.is_set():
             self._stop.set()
+            os.write(self._wake_w, b"x")
             if self._thread.is_alive():
                 self._thread.join()
-            os.close(self._fd)
+            for fd in (self._fd, self._wake_r, self._wake_w):
+                os.close(fd)
