@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what shimctl's build and tests need. Idempotent and quiet on success.
 #  - Debian packages containerd, runc, busybox-static: only when a binary is missing.
+#  - containerd 1.7/2.1 binaries for the generations tests: scripts/fetch-containerd.sh.
 #  - pip install -e '.[dev]': skipped while build/.deps-stamp matches pyproject.toml
 #    (and the interpreter) and shimctl is still installed editable from this checkout.
 # Env: PYTHON (default python3).
@@ -67,6 +68,15 @@ if ((${#pkgs[@]})); then
 		have "$b" || { echo "install-deps: $b still missing after apt-get install" >&2; exit 1; }
 	done
 	busybox_static || { echo "install-deps: /bin/busybox is not static" >&2; exit 1; }
+fi
+
+# --- containerd 1.7 and 2.1 (trixie's, sid's) for the generations tests, cached outside ----
+# the clone (scripts/fetch-containerd.sh); silent when cached. Failing is fatal only in CI.
+fetch=(bash scripts/fetch-containerd.sh -q)
+if [[ $EUID -ne 0 ]] && have sudo; then fetch=(sudo -n "${fetch[@]}"); fi
+if ! "${fetch[@]}"; then
+	[[ ${CI:-} == true ]] && { echo "install-deps: fetch-containerd.sh failed" >&2; exit 1; }
+	echo "install-deps: warning: containerd generations not fetched; their tests skip" >&2
 fi
 
 # --- Python package and dev tools -------------------------------------------------------------

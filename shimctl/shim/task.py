@@ -223,6 +223,17 @@ class TaskClient:
         r = self._call("Connect", task_pb2.ConnectRequest(id=id), task_pb2.ConnectResponse, timeout)
         return ConnectInfo(r.shim_pid, r.task_pid, r.version)
 
+    def negotiate(self, id: str, *, timeout: float | None = None) -> ConnectInfo:
+        """Connect, for a shim whose bootstrap params are unknown (an orphan process): the
+        client's API version first, then the other one (2.x shims serve only
+        containerd.task.v3.Task, older ones only v2). The client keeps the one that answered."""
+        try:
+            return self.connect_info(id, timeout=timeout)
+        except errors.NotImplementedByShim:
+            other = 3 if self.api_version == 2 else 2
+            self.api_version, self.service = other, f"containerd.task.v{other}.Task"
+            return self.connect_info(id, timeout=timeout)
+
     def pids(self, id: str, *, timeout: float | None = None) -> list[int]:
         r = self._call("Pids", task_pb2.PidsRequest(id=id), task_pb2.PidsResponse, timeout)
         return [p.pid for p in r.processes]
