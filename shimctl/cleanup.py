@@ -16,7 +16,9 @@ from shimctl.fsutil import is_within, remove_tree
 from shimctl.lock import state_lock
 from shimctl.models import Action, Finding, Kind
 from shimctl.plan import KEEP_ACTIONS
+from shimctl.progress import ProgressFn, counted
 from shimctl.settings import Settings
+from shimctl.shim.bootstrap import Bootstrap
 
 MAX_WORKERS = 16
 
@@ -25,7 +27,13 @@ class Skip(Exception):
     """The item changed since inspection; leave it."""
 
 
-def apply(settings: Settings, findings: list[Finding], *, dry_run: bool) -> None:
+def apply(
+    settings: Settings,
+    findings: list[Finding],
+    *,
+    dry_run: bool,
+    progress: ProgressFn | None = None,
+) -> None:
     todo = [f for f in findings if f.action not in KEEP_ACTIONS]
     if not todo:
         return
@@ -37,7 +45,7 @@ def apply(settings: Settings, findings: list[Finding], *, dry_run: bool) -> None
         state_lock(settings.task_state),
         ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(todo))) as pool,
     ):
-        list(pool.map(lambda f: _run(settings, f), todo))
+        list(pool.map(counted(lambda f: _run(settings, f), "apply", len(todo), progress), todo))
 
 
 def _run(settings: Settings, f: Finding) -> None:
@@ -76,6 +84,10 @@ def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) ->
     from shimctl.shim.task import TaskClient
 
     boot = bundle.connection()
+    if boot is None and f.address is not None:
+        # No connection file (a 2.x create interrupted after `start`): the address inspection
+        # reached the shim at, derived from the shim's own argv.
+        boot = Bootstrap(address=f.address, version=f.api_version or 2)
     if boot is None:
         raise Skip("the bundle no longer has an address")
     t = settings.timeouts
@@ -159,7 +171,9 @@ def _shutdown_orphan(settings: Settings, f: Finding) -> None:
         raise Skip("the process is gone")
     t = settings.timeouts
     try:
-        with TaskClient.connect(f.address, f.namespace, timeout=t.load) as client:
+        with TaskClient.connect(
+            f.address, f.namespace, timeout=t.load, api_version=f.api_version or 2
+        ) as client:
             if client.connect_info(f.id, timeout=t.load).shim_pid != f.shim_pid:
                 raise Skip("its socket is served by another process now")
             try:

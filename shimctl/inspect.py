@@ -13,13 +13,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shimctl import identifiers, lifecycle, procs, sockets
+from shimctl import fsutil, identifiers, lifecycle, procs, sockets
 from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
-from shimctl.errors import DeadlineExceeded, NotFound, ShimctlError, Unavailable, Unsafe
+from shimctl.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    ShimctlError,
+    Unavailable,
+    Unsafe,
+)
 from shimctl.models import Action, Finding, Kind
+from shimctl.progress import ProgressFn, counted
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
-from shimctl.spec import CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, parse_spec, spec_annotations
+from shimctl.shim.ttrpc import parse_address
+from shimctl.spec import (
+    CRI_CONTAINER_TYPE,
+    CRI_SANDBOX_ID,
+    GROUP_ANNOTATION,
+    parse_spec,
+    spec_annotations,
+)
 
 # Bounded pool: K hung shims cost about one timeout in total, not K.
 MAX_PROBES = 64
@@ -53,6 +68,7 @@ class BundleEvidence:
     task_pids: list[int] = field(default_factory=list)
     task_status: str | None = None
     live_process: procs.ShimProcess | None = None
+    derived_address: bool = False  # no connection file: the address the live shim derives
 
 
 @dataclass
@@ -69,11 +85,24 @@ def _age(path: Path, now: float) -> float:
 
 
 def _subdirs(path: Path) -> list[os.DirEntry[str]]:
+    """Entries of `path`, best effort: a missing or unreadable dir has none (callers that must
+    tell the difference check `_unreadable` first)."""
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return []
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the directory `path` cannot be listed, or None (also when it does not exist)."""
+    try:
+        with os.scandir(path):
+            return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        return err.strerror or str(err)
 
 
 def namespaces(settings: Settings) -> list[str]:
@@ -82,6 +111,12 @@ def namespaces(settings: Settings) -> list[str]:
         return [settings.namespace]
     names: set[str] = set()
     for top in (settings.task_state, settings.task_root):
+        why = _unreadable(top)
+        if why is not None:
+            raise FailedPrecondition(
+                f"cannot read {top}: {why}",
+                hint="run shimctl as root, or name one namespace with -n",
+            )
         for entry in _subdirs(top):
             plain_or_link = entry.is_dir(follow_symlinks=False) or entry.is_symlink()
             if plain_or_link and not entry.name.startswith("."):
@@ -95,24 +130,31 @@ def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvide
     ev = BundleEvidence(ns, id, bundle.path, _age(bundle.path, now), entries=None)
     try:
         ev.entries = sorted(os.listdir(bundle.path))
-    except OSError:
+    except OSError as err:
+        ev.unsafe = f"bundle dir is unreadable ({err.strerror}): not deleted unseen"
         return ev
     if not identifiers.is_valid(id):
         ev.unsafe = f"bundle name {id!r} is not a valid containerd identifier"
         return ev
     work = bundle.work_target()
     if work is not None and not bundle.work_is_safe(work):
-        ev.unsafe = f"`work` link points outside {bundle.task_root / ns}: {work}"
+        ev.unsafe = f"`work` link does not point at its own work dir: {work}"
         return ev
     if os.path.islink(bundle.path / "rootfs"):
         ev.unsafe = f"rootfs is a symlink to {os.readlink(bundle.path / 'rootfs')}"
         return ev
     try:
         ev.boot = bundle.connection()
+        if ev.boot is not None:
+            parse_address(ev.boot.address)  # one that cannot be dialled is no address at all
     except ShimctlError as err:
-        ev.address_error = str(err)
+        ev.boot, ev.address_error = None, str(err)
     if ev.boot is not None:
-        ev.age = min(ev.age, _age(bundle.path / "address", now))
+        # The connection file is written last by a create: its age is the bundle's.
+        for name in ("bootstrap.json", "address"):
+            if os.path.lexists(bundle.path / name):
+                ev.age = min(ev.age, _age(bundle.path / name, now))
+                break
     try:
         ev.runtime = bundle.read_text(SHIM_BINARY_PATH)
         ev.sandbox_of = bundle.read_text(SANDBOX)
@@ -162,6 +204,10 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
         with TaskClient.connect(
             ev.boot.address, ev.namespace, timeout=timeout, api_version=ev.boot.version
         ) as client:
+            if ev.derived_address:
+                # No bootstrap params on disk: find the API version the shim speaks.
+                client.negotiate(ev.id, timeout=timeout)
+                ev.boot = Bootstrap(address=ev.boot.address, version=client.api_version)
             try:
                 info = lifecycle.connect_verified(client, ev.id, ev.path, ev.namespace, settings)
             except Unsafe as err:
@@ -198,7 +244,7 @@ def _open_log_fifo(path: Path) -> int | None:
         return None
 
 
-def collect(settings: Settings) -> Inventory:
+def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Inventory:
     """Walk and probe everything in scope."""
     now = time.time()
     scope = namespaces(settings)
@@ -228,6 +274,20 @@ def collect(settings: Settings) -> Inventory:
                     "",
                     str(ns_state),
                     f"namespace dir {ns!r} is not a valid identifier; skipped",
+                    Action.REPORT,
+                )
+            )
+            continue
+        unreadable = [(d, why) for d in (ns_state, ns_root) if (why := _unreadable(d))]
+        if unreadable:
+            where, why = unreadable[0]
+            others.append(
+                Finding(
+                    Kind.UNSAFE,
+                    ns,
+                    "",
+                    str(where),
+                    f"namespace dir {where} is unreadable ({why}); skipped",
                     Action.REPORT,
                 )
             )
@@ -262,6 +322,9 @@ def collect(settings: Settings) -> Inventory:
             if entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                 others.append(_hidden(ns, entry.name, path, now))
                 continue
+            if not identifiers.is_valid(entry.name):
+                others.append(_invalid_name(ns, entry.name, path, "work dir"))
+                continue
             others.append(
                 Finding(
                     Kind.ORPHAN_WORKDIR,
@@ -274,7 +337,8 @@ def collect(settings: Settings) -> Inventory:
                 )
             )
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PROBES, len(bundles)))) as pool:
-        list(pool.map(lambda ev: probe_bundle(settings, ev), bundles))
+        probe = counted(lambda ev: probe_bundle(settings, ev), "inspect", len(bundles), progress)
+        list(pool.map(probe, bundles))
     _attach_processes(settings, bundles)
     others += _orphan_processes(settings, bundles, scope, now)
     if not settings.namespace_given:
@@ -283,7 +347,22 @@ def collect(settings: Settings) -> Inventory:
     return Inventory(bundles, others)
 
 
+def _invalid_name(ns: str, name: str, path: Path, what: str) -> Finding:
+    return Finding(
+        Kind.UNSAFE,
+        ns,
+        name,
+        str(path),
+        f"{what} name {name!r} is not a valid containerd identifier: not made by containerd "
+        "or shimctl; left alone",
+        Action.REPORT,
+    )
+
+
 def _hidden(ns: str, name: str, path: Path, now: float) -> Finding:
+    if not identifiers.is_valid(name[1:]):
+        # Only `.<id>` is an atomic delete's leftover; `...` or `.-x` is something else.
+        return _invalid_name(ns, name, path, "hidden dir")
     return Finding(
         Kind.STALE_HIDDEN,
         ns,
@@ -297,7 +376,9 @@ def _hidden(ns: str, name: str, path: Path, now: float) -> Finding:
 
 def _attach_processes(settings: Settings, bundles: list[BundleEvidence]) -> None:
     """For bundles whose shim did not answer, find a live shim process that belongs to them:
-    a bundle with a live process is never treated as dead."""
+    a bundle with a live process is never treated as dead. A bundle with no connection file
+    (containerd 2.x writes bootstrap.json only after `start` returns, so a crash in between
+    leaves none) is probed again at the address its live shim derives from its argv."""
     silent = [ev for ev in bundles if ev.probe != ANSWERED]
     if not silent:
         return
@@ -310,6 +391,28 @@ def _attach_processes(settings: Settings, bundles: list[BundleEvidence]) -> None
                 ev.live_process = shim
                 ev.shim_pid = shim.ref.pid
                 break
+    lost = [ev for ev in silent if ev.boot is None and ev.live_process is not None]
+    for ev in lost:
+        assert ev.live_process is not None
+        ev.boot = Bootstrap(address=shim_address(settings, ev.live_process))
+        ev.derived_address = True
+    if lost:
+        with ThreadPoolExecutor(max_workers=min(MAX_PROBES, len(lost))) as pool:
+            list(pool.map(lambda ev: probe_bundle(settings, ev), lost))
+
+
+def shim_address(settings: Settings, shim: procs.ShimProcess) -> str:
+    """The socket address a runc-style shim derives for itself: from containerd's address,
+    its namespace and its grouping key (its bundle's group annotation, else its id)."""
+    key = shim.id
+    if shim.cwd:
+        try:
+            config = fsutil.read_small(Path(shim.cwd) / "config.json", limit=4 * 1024 * 1024)
+            notes = spec_annotations(parse_spec(config, "config.json"))
+            key = notes.get(GROUP_ANNOTATION) or notes.get(CRI_SANDBOX_ID) or key
+        except (OSError, ShimctlError):
+            pass
+    return sockets.derive_address(settings.address, shim.namespace, key, settings.socket_dir)
 
 
 def _orphan_processes(
@@ -354,7 +457,8 @@ def _probe_orphan(settings: Settings, finding: Finding, shim: procs.ShimProcess)
     timeout = settings.timeouts.load
     try:
         with TaskClient.connect(finding.address, shim.namespace, timeout=timeout) as client:
-            info = client.connect_info(shim.id, timeout=timeout)
+            info = client.negotiate(shim.id, timeout=timeout)
+            finding.api_version, finding.protocol = client.api_version, "ttrpc"
             if info.shim_pid != shim.ref.pid:
                 finding.reason += f"; its socket is served by pid {info.shim_pid}, not by it"
                 return
@@ -410,10 +514,14 @@ def _all_addresses(settings: Settings) -> set[str]:
         if not ns_entry.is_dir(follow_symlinks=False):
             continue
         for entry in _subdirs(Path(ns_entry.path)):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
             for name in ("address", "bootstrap.json"):
                 try:
-                    raw = (Path(entry.path) / name).read_bytes()[:4096]
-                except OSError:
+                    # Bounded, no-follow, non-blocking: a FIFO, a link to /dev/zero or a huge
+                    # file here must neither hang nor exhaust the run.
+                    raw = fsutil.read_small(Path(entry.path) / name)[:4096]
+                except (OSError, ShimctlError):
                     continue
                 text = raw.decode("utf-8", "replace")
                 start = text.find("unix://")

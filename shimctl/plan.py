@@ -83,13 +83,18 @@ def _decide(
         f.notes.append(ev.runtime_error)
     if ev.address_error:
         f.notes.append(ev.address_error)
+    if ev.derived_address:
+        f.notes.append("no address or bootstrap.json: reached at the address its shim derives")
 
-    if ev.entries is None or not ev.entries:
-        f.kind, f.action = Kind.EMPTY, Action.DELETE_BUNDLE
-        f.reason = "bundle dir is unreadable" if ev.entries is None else "bundle dir is empty"
+    # Unsafe first: an unreadable bundle (its shim unknown) or an invalid name is reported,
+    # never deleted unseen.
+    if ev.unsafe or ev.entries is None:
+        f.kind, f.action = Kind.UNSAFE, Action.REPORT
+        f.reason = ev.unsafe or "bundle dir is unreadable"
         return f
-    if ev.unsafe:
-        f.kind, f.action, f.reason = Kind.UNSAFE, Action.REPORT, ev.unsafe
+    if not ev.entries:
+        f.kind, f.action = Kind.EMPTY, Action.DELETE_BUNDLE
+        f.reason = "bundle dir is empty"
         return f
 
     if ev.probe == ANSWERED:

@@ -13,6 +13,8 @@ _NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
 # CRI marks a pod's sandbox (pause) container this way (metadata.md §4).
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 CRI_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+# The runc shim groups bundles into one shim by this annotation first (layout.md §7).
+GROUP_ANNOTATION = "io.containerd.runc.v2.group"
 
 
 def default_spec(args: list[str] | None = None) -> dict[str, Any]:

@@ -93,3 +93,10 @@ def socket_dir_shared() -> Iterator[None]:
     import fcntl
 
     yield from _socket_dir_lock(fcntl.LOCK_SH)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The containerd generations the matrix runs against, with their package versions."""
+    from tests.generations import all_generations
+
+    return [g.describe() for g in all_generations()]

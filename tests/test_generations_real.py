@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,9 +234,9 @@ def test_containerd_wrote_it(
         assert found[dead_id]["runtime"] == gen.shim
         leak = found[leak_id]
         assert leak["shim_pid"] == leak_shim, leak
-        # A 2.x leak names no address: test_2x_crash_leak follows it; here it is only kept.
-        no_address = gen.bootstrap_json
-        assert leak["kind"] == ("hung" if no_address else "leaked"), leak
+        # A 2.x leak names no address: shimctl reaches it at the address its shim derives.
+        assert leak["kind"] == "leaked", leak
+        assert leak["api_version"] == gen.api_version, leak
 
         gc = _findings(_shimctl(gen, node, "gc", "--min-age", "0"))
         assert (gc[run_id]["action"], gc[run_id]["outcome"]) == ("keep", None)
@@ -243,11 +244,9 @@ def test_containerd_wrote_it(
         assert "delete verb: exit status 137" in " ".join(gc[dead_id]["notes"]), gc[dead_id]
         # The runtime's delete verb (this generation's shim, its runc) killed the container.
         assert wait_gone(dead_pid, None, timeout=10)
-        gone = [dead_id]
-        if not no_address:
-            assert gc[leak_id]["outcome"] == "done", gc[leak_id]
-            assert wait_gone(leak_shim, None, timeout=10)
-            gone.append(leak_id)
+        assert gc[leak_id]["outcome"] == "done", gc[leak_id]
+        assert wait_gone(leak_shim, None, timeout=10)
+        gone = [dead_id, leak_id]
         for task_id in gone:
             assert not node.bundle(task_id).exists() and not node.workdir(task_id).exists()
         assert pid_alive(run_pid) and pid_alive(run_shim)
@@ -417,7 +416,7 @@ def test_load_matches_containerd_1_7(node: Node, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# What shimctl does not handle yet with 2.x bundles (strict xfail: they pass once fixed)
+# 2.x bundles: bootstrap.json only, task API v3
 
 V3 = [pytest.param(g, id=_gen_id(g)) for g in GENERATIONS if not g.missing and g.bootstrap_json]
 
@@ -436,15 +435,29 @@ def test_gc_min_age_counts_a_bootstrap_json_bundle(gen: Generation, node: Node) 
             os.utime(path, (past, past), follow_symlinks=False)
         found = _findings(_shimctl(gen, node, "-n", "default", "gc"))[leak_id]
         assert found["kind"] == "leaked", found
-        if found["outcome"] != "done":
-            pytest.xfail(
-                "inspect.read_bundle takes a bundle's age as min(dir, `address`) and a missing "
-                f"`address` counts as age 0: {found['notes']}"
-            )
+        assert found["outcome"] == "done", found
         assert wait_gone(shim, None, timeout=10)
     finally:
         if node.bundle(leak_id).exists():
             _shimctl(gen, node, "delete", leak_id, "--force")
+        procs.stop_all()
+
+
+@pytest.mark.parametrize("gen", V3 or [pytest.param(generation("sid"), id="sid-missing")])
+def test_2x_orphan_shim_is_shut_down_over_task_v3(gen: Generation, node: Node) -> None:
+    """A 2.x shim whose bundle is gone answers only containerd.task.v3.Task: shimctl finds
+    the version itself and shuts the orphan down."""
+    gen.require()
+    procs = _Procs()
+    try:
+        shim = procs.add(_start(gen, node, "orph")["shim_pid"])
+        shutil.rmtree(node.bundle("orph"))
+        shutil.rmtree(node.workdir("orph"))
+        found = _findings(_shimctl(gen, node, "-n", "default", "gc", "--min-age", "0"))["orph"]
+        assert (found["kind"], found["api_version"]) == ("orphan-process", 3), found
+        assert found["outcome"] == "done", found
+        assert wait_gone(shim, None, timeout=10)
+    finally:
         procs.stop_all()
 
 
@@ -455,7 +468,6 @@ def test_2x_crash_leak(gen: Generation, node: Node, socket_dir_exclusive: None) 
     fails to load it, deletes the bundle and leaves the shim process running for ever."""
     gen.require()
     procs = _Procs()
-    gaps: list[str] = []
     with running_containerd(node, **gen.containerd_options()) as cd:
         (leak_id,) = cd.ids("leak")
         socket = shim_socket_path(node.address, "default", leak_id)
@@ -464,35 +476,11 @@ def test_2x_crash_leak(gen: Generation, node: Node, socket_dir_exclusive: None) 
             files = _listing(node.bundle(leak_id))
             assert "address" not in files and "bootstrap.json" not in files, files
             gc = _findings(_shimctl(gen, node, "gc", "--min-age", "0"))[leak_id]
-            if gc["outcome"] == "done":
-                assert wait_gone(shim, None, timeout=10) and not node.bundle(leak_id).exists()
-            else:
-                # A live shim process and no address: `hung`, left alone.
-                assert (gc["kind"], gc["action"]) == ("hung", "report"), gc
-                gaps.append(
-                    "a bundle with no address whose shim process lives is `hung`: shimctl "
-                    "could dial the address derived from the shim's argv (task API v3)"
-                )
-                assert pid_alive(shim) and node.bundle(leak_id).exists()
-
+            # No address file: reached at the address the shim derives, over task API v3.
+            assert (gc["kind"], gc["api_version"], gc["outcome"]) == ("leaked", 3, "done"), gc
+            assert wait_gone(shim, None, timeout=10) and not node.bundle(leak_id).exists()
             cd.start()
-            if not gaps:
-                assert leak_id not in cd.log_text(current=True)
-            else:
-                cd.wait_log(rf"failed to load shim .*{leak_id}.*failed to read bootstrap.json")
-                assert not node.bundle(leak_id).exists(), "containerd 2.x deletes the bundle"
-                assert pid_alive(shim), "... and orphans the live shim"
-                orphan = _findings(_shimctl(gen, node, "gc", "--min-age", "0"))[leak_id]
-                assert orphan["kind"] == "orphan-process" and orphan["shim_pid"] == shim, orphan
-                if orphan["outcome"] == "done":
-                    assert wait_gone(shim, None, timeout=10)
-                else:
-                    gaps.append(
-                        "inspect._probe_orphan dials task API v2 only; a 2.x shim answers "
-                        f"containerd.task.v3.Task: {orphan['reason']}"
-                    )
-            if gaps:
-                pytest.xfail("; ".join(gaps))
+            assert leak_id not in cd.log_text(current=True)
             assert not os.path.lexists(socket)
         finally:
             procs.stop_all()
