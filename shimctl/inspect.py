@@ -337,8 +337,11 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                 )
             )
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PROBES, len(bundles)))) as pool:
-        probe = counted(lambda ev: probe_bundle(settings, ev), "inspect", len(bundles), progress)
-        list(pool.map(probe, bundles))
+
+        def probe_one(ev: BundleEvidence) -> None:
+            probe_bundle(settings, ev)
+
+        list(pool.map(counted(probe_one, "inspect", len(bundles), progress), bundles))
     _attach_processes(settings, bundles)
     others += _orphan_processes(settings, bundles, scope, now)
     if not settings.namespace_given:
