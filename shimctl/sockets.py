@@ -8,6 +8,7 @@ import os
 import posixpath
 import socket
 import stat
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -65,13 +66,19 @@ def probe_address(address: str) -> SocketState:
     return probe(path) if path is not None else SocketState.MISSING
 
 
-def remove_if_stale(address: str, socket_dir: Path) -> bool:
+def remove_if_stale(address: str, socket_dir: Path, *, settle: float = 0.0) -> bool:
     """Unlink the socket file behind `address` if it is in `socket_dir` and refuses
-    connections. True if a file was removed."""
+    connections. True if a file was removed.
+
+    `settle`: after shimctl killed the shim, how long to wait for its socket to close (a
+    multi-threaded process is a zombie before all its threads have let go of its files)."""
     path = socket_path(address)
     if path is None or not is_within(path, socket_dir) or path.parent != socket_dir:
         return False
-    if probe(path) is not SocketState.REFUSED:
+    deadline = time.monotonic() + settle
+    while (state := probe(path)) is SocketState.LISTENING and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if state is not SocketState.REFUSED:
         return False
     try:
         os.unlink(path)

@@ -395,8 +395,9 @@ def socket_has_listener(path: Path) -> bool:
         return True
 
 
-def remove_stale_socket(path: Path) -> bool:
-    """Remove ``path`` if it is a socket under /run/containerd/s/ and nobody listens on it."""
+def remove_stale_socket(path: Path, settle: float = 0.0) -> bool:
+    """Remove ``path`` if it is a socket under /run/containerd/s/ and nobody listens on it
+    (waiting up to ``settle`` seconds for a dying listener to let go)."""
     if socket_path_from_address("unix://" + str(path)) is None:
         return False
     try:
@@ -404,8 +405,11 @@ def remove_stale_socket(path: Path) -> bool:
             return False
     except OSError:
         return False
-    if socket_has_listener(path):
-        return False
+    deadline = time.monotonic() + settle
+    while socket_has_listener(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
     try:
         path.unlink()
     except FileNotFoundError:
@@ -539,7 +543,9 @@ def safety_net(node: Node) -> SafetyNetReport:
         (report.killed if wait_gone(rec.pid, rec.create_time, 5.0) else report.survivors).append(
             rec
         )
-        if rec.socket is not None and remove_stale_socket(rec.socket):
+        # A multi-threaded process shows as a zombie while its other threads still hold its
+        # files for a moment: give its listening socket a little time to close.
+        if rec.socket is not None and remove_stale_socket(rec.socket, settle=2.0):
             report.sockets_removed.append(rec.socket)
 
     for runc, runc_root, task_id in _runc_containers_of(node):
