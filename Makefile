@@ -2,7 +2,7 @@ PYTHON ?= python3
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k real -x'
 PYTEST_ARGS ?=
 
-.PHONY: deps lint test format proto demo bench
+.PHONY: deps lint test format proto demo bench docs schema completions man fuzz
 
 deps:
 	PYTHON=$(PYTHON) bash scripts/install-deps.sh
@@ -26,6 +26,26 @@ proto: deps
 demo: deps
 	PYTHON=$(PYTHON) bash scripts/demo.sh
 
+# Longer fuzzing of everything a hostile shim or state dir feeds the decoders (hypothesis):
+# FUZZ_EXAMPLES cases per test instead of the suite's few hundred.
+FUZZ_EXAMPLES ?= 20000
+fuzz:
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest -p no:benchmark -n 2 -q \
+		tests/test_fuzz_ttrpc.py tests/test_ttrpc_codec.py -k fuzz $(PYTEST_ARGS)
+
 # Speed and memory against the targets of the README's performance section.
 bench: deps
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+# Generated, committed artefacts (tests fail when they are stale): docs/json-schema.md from the
+# result dataclasses, completions/ from the click app, the man page docs/shimctl.1.
+docs: schema completions man
+
+schema:
+	$(PYTHON) -m shimctl.docgen schema
+
+completions:
+	$(PYTHON) -m shimctl.docgen completions
+
+man:
+	$(PYTHON) -m shimctl.docgen man

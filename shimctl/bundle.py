@@ -112,6 +112,23 @@ class Bundle:
         norm = Path(os.path.normpath(target))
         return norm.is_absolute() and norm == self.work
 
+    def check_safe(self) -> None:
+        """Refuse a bundle with a link out of ROOT/STATE, before anything acts on it: the
+        shim's own `delete` verb and Delete RPC unmount `<bundle>/rootfs` following links, and
+        the work link is what Bundle.delete removes."""
+        self.check_namespace_dirs()
+        work = self.work_target()
+        if work is not None and not self.work_is_safe(work):
+            raise Unsafe(
+                f"{self.path / WORK} points at {work}, not at its own work dir {self.work}",
+                hint="inspect the bundle by hand; shimctl does not follow such a link",
+            )
+        if os.path.islink(self.path / ROOTFS):
+            raise Unsafe(
+                f"{self.path / ROOTFS} is a symlink; not acting through it",
+                hint="inspect the bundle by hand; shimctl does not follow such a link",
+            )
+
     def check_namespace_dirs(self) -> None:
         """STATE/<ns> and ROOT/<ns> must be real directories, not links out of the tree."""
         for ns_dir in (self.path.parent, self.work.parent):

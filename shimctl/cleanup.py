@@ -78,6 +78,9 @@ def _delete_task(settings: Settings, f: Finding) -> None:
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
         lifecycle.run_delete_verb(settings, bundle, f.notes)
     bundle.delete()
+    # A shim that died mid-call or in Shutdown leaves its socket; a live one is not touched.
+    if f.address and sockets.remove_if_stale(f.address, settings.socket_dir):
+        f.notes.append("removed its stale socket")
 
 
 def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) -> None:
@@ -102,10 +105,12 @@ def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) ->
             except NotFound:
                 pass
         exit_ = lifecycle.delete_task(client, f.id, settings)
+        checkpoint("gc:task-deleted")
         if exit_ is not None:
             f.notes.append(f"task deleted (exit status {exit_.exit_status})")
         if f.shutdown_shim and f.sandbox is None:
             lifecycle.shutdown(client, f.id, info.shim_pid, settings, f.notes)
+            checkpoint("gc:shim-stopped")
         else:
             f.notes.append("shared shim: not shut down")
 
@@ -130,6 +135,7 @@ def _delete_dead(settings: Settings, f: Finding) -> None:
     bundle = _bundle(settings, f)
     _dead_shim_gone(settings, bundle)
     lifecycle.run_delete_verb(settings, bundle, f.notes)
+    checkpoint("gc:verb-run")
     bundle.delete()
     if f.address and sockets.remove_if_stale(f.address, settings.socket_dir):
         f.notes.append("removed its stale socket")
@@ -191,7 +197,11 @@ def _kill_hung(settings: Settings, f: Finding) -> None:
     bundle = _bundle(settings, f)
     assert f.shim_pid is not None
     shim = procs.verify_shim(
-        f.shim_pid, namespace=f.namespace, address=settings.address, bundle=bundle.path
+        f.shim_pid,
+        namespace=f.namespace,
+        address=settings.address,
+        bundle=bundle.path,
+        grouped=False,
     )
     if not procs.terminate(shim.ref, grace=settings.timeouts.shutdown):
         raise Unsafe(f"shim {f.shim_pid} did not exit after SIGKILL")
@@ -199,7 +209,7 @@ def _kill_hung(settings: Settings, f: Finding) -> None:
     lifecycle.run_delete_verb(settings, bundle, f.notes)
     bundle.delete()
     if f.address:
-        sockets.remove_if_stale(f.address, settings.socket_dir)
+        sockets.remove_if_stale(f.address, settings.socket_dir, settle=1.0)
 
 
 _ACTIONS = {

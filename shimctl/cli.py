@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from shimctl import __version__
+from shimctl.completion import complete_namespace, complete_task_id, register_fish
 from shimctl.errors import ShimctlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+register_fish()
 
 
 class State:
@@ -116,7 +118,12 @@ def run(ctx: click.Context, action: Callable[[Any], None], *, quiet: bool = Fals
 @click.option("--root", envvar="SHIMCTL_ROOT", metavar="DIR", help="containerd's root dir.")
 @click.option("--state", envvar="SHIMCTL_STATE", metavar="DIR", help="containerd's state dir.")
 @click.option(
-    "-n", "--namespace", envvar="SHIMCTL_NAMESPACE", metavar="NS", help="Namespace (default)."
+    "-n",
+    "--namespace",
+    envvar="SHIMCTL_NAMESPACE",
+    metavar="NS",
+    shell_complete=complete_namespace,
+    help="Namespace (default).",
 )
 @click.option(
     "--address",
@@ -157,7 +164,12 @@ def main(ctx: click.Context, /, **options: Any) -> None:
     help="Runtime name or absolute path of the shim binary.",
 )
 @click.option("--spec", "spec_file", metavar="FILE", help="OCI spec (config.json) for the bundle.")
-@click.option("--sandbox", metavar="ID", help="Join this sandbox's shim instead of starting one.")
+@click.option(
+    "--sandbox",
+    metavar="ID",
+    shell_complete=complete_task_id,
+    help="Join this sandbox's shim instead of starting one.",
+)
 @click.option(
     "--options", "options_file", metavar="FILE", help="Shim options: an encoded protobuf Any."
 )
@@ -207,7 +219,7 @@ def start(
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_id)
 @click.option(
     "--force", is_flag=True, help="Stop a shim that does not answer (SIGTERM, then SIGKILL)."
 )
@@ -274,8 +286,11 @@ def load(ctx: click.Context, dry_run: bool, force: bool) -> None:
 
     def action(state: State) -> None:
         from shimctl.manager import ShimManager
+        from shimctl.render import ProgressBar
 
-        rep = ShimManager(state.settings()).load(dry_run=dry_run, force=force)
+        settings = state.settings()
+        with ProgressBar() as bar:
+            rep = ShimManager(settings, progress=bar).load(dry_run=dry_run, force=force)
         _report_exit(ctx, state, rep)
 
     run(ctx, action)
@@ -294,19 +309,159 @@ def load(ctx: click.Context, dry_run: bool, force: bool) -> None:
     "--kill-hung", is_flag=True, help="Stop shims that do not answer (SIGTERM, then SIGKILL)."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option(
+    "--metrics-file",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Write Prometheus metrics of this run to PATH (atomically), e.g. for node_exporter's "
+    "textfile collector; written also when gc fails.",
+)
 @json_option
 @timeout_option
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, min_age: str, kill_hung: bool, quiet: bool) -> None:
+def gc(
+    ctx: click.Context,
+    dry_run: bool,
+    min_age: str,
+    kill_hung: bool,
+    quiet: bool,
+    metrics_file: str | None,
+) -> None:
     """Remove leaked, dead and orphaned shims and their leftovers; safe from cron."""
 
     def action(state: State) -> None:
+        from shimctl import metrics
         from shimctl.manager import ShimManager
+        from shimctl.render import ProgressBar
         from shimctl.settings import parse_duration
 
-        rep = ShimManager(state.settings()).gc(
-            dry_run=dry_run, min_age=parse_duration(min_age), kill_hung=kill_hung
-        )
+        target = metrics.check_target(Path(metrics_file)) if metrics_file else None
+        try:
+            settings = state.settings()
+            with ProgressBar(enabled=not quiet) as bar:
+                rep = ShimManager(settings, progress=bar).gc(
+                    dry_run=dry_run, min_age=parse_duration(min_age), kill_hung=kill_hung
+                )
+        except (ShimctlError, OSError) as err:
+            if target is not None:
+                metrics.record_gc(target, None, version=__version__, run_error=str(err))
+            raise
+        if target is not None:
+            metrics.record_gc(target, rep, version=__version__)
         _report_exit(ctx, state, rep, quiet=quiet)
 
     run(ctx, action, quiet=quiet)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_id)
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep reading until interrupted (or the bundle is gone)."
+)
+@click.option(
+    "--idle",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help="Without --follow: stop once nothing arrived for this long.",
+)
+@click.pass_context
+def logs(ctx: click.Context, task_id: str, follow: bool, idle: str) -> None:
+    """Copy what task ID's shim writes to its log fifo to stdout, as containerd does.
+
+    Only what the shim writes while this runs is seen (start shims with --debug for more).
+    """
+
+    def action(state: State) -> None:
+        from shimctl import logs as shim_logs
+        from shimctl.render import stream
+        from shimctl.settings import parse_duration
+
+        idle_s = parse_duration(idle)
+        stream(shim_logs.stream(state.settings(), task_id, follow=follow, idle=idle_s))
+
+    run(ctx, action)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--topic", required=True, metavar="TOPIC", help="Event topic, e.g. /tasks/exit.")
+@click.option(
+    "--namespace",
+    "event_namespace",
+    required=True,
+    metavar="NS",
+    shell_complete=complete_namespace,
+    help="Namespace of the event.",
+)
+@json_option
+@click.pass_context
+def publish(ctx: click.Context, topic: str, event_namespace: str) -> None:
+    """Record an event a shim publishes (a protobuf Any on stdin) in the events journal.
+
+    The verb shims run as `<publish-binary> --address A publish --topic T --namespace NS`.
+    """
+
+    def action(state: State) -> None:
+        from shimctl import events
+
+        data = click.get_binary_stream("stdin").read(events.MAX_EVENT_BYTES + 1)
+        event = events.publish(state.settings(), topic=topic, namespace=event_namespace, data=data)
+        if state.json_output:
+            state.renderer().result("publish", event, text=[])
+
+    run(ctx, action)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--topic", metavar="TOPIC", help="Only events of this topic.")
+@json_option
+@click.pass_context
+def events(ctx: click.Context, topic: str | None) -> None:
+    """Print the events journal that `shimctl publish` keeps (all namespaces unless -n)."""
+
+    def action(state: State) -> None:
+        from shimctl import events as journal
+        from shimctl import render
+
+        render.events(state.renderer(), journal.read(state.settings(), topic=topic))
+
+    run(ctx, action)
+
+
+@main.command(context_settings=CONTEXT)
+@json_option
+@click.pass_context
+def version(ctx: click.Context) -> None:
+    """shimctl's version, Python's, and the containerd and shim versions found here."""
+
+    def action(state: State) -> None:
+        from shimctl import render
+        from shimctl import version as versions
+
+        render.version(state.renderer(), versions.collect(state.settings()))
+
+    run(ctx, action)
+
+
+@main.command(context_settings=CONTEXT)
+@json_option
+@timeout_option
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check that shimctl can work here: dirs, permissions, containerd, runtimes, shims.
+
+    Exits 5 when a check fails (warnings do not count).
+    """
+
+    def action(state: State) -> None:
+        from shimctl import doctor as checks
+        from shimctl import render
+        from shimctl.errors import FailedPrecondition
+
+        config = state.options.get("config")
+        rep = checks.run(state.settings(), config=Path(config) if config else None)
+        render.doctor(state.renderer(), rep)
+        if rep.failed:
+            ctx.exit(FailedPrecondition.exit_code)
+
+    run(ctx, action)

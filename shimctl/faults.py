@@ -19,8 +19,19 @@ START_STEPS = (
     "start:binary-path-written",
     "start:connected",
 )
-DELETE_STEPS = ("delete:task-deleted", "delete:shim-stopped", "bundle:renamed")
-GC_STEPS = ("gc:planned", "gc:action-done")
+DELETE_STEPS = (
+    "delete:task-deleted",
+    "delete:shim-stopped",
+    "delete:verb-run",  # the shim was gone: its runtime's delete verb ran instead
+    "bundle:renamed",  # inside the atomic bundle delete (also reached by gc and a failed start)
+)
+GC_STEPS = (
+    "gc:planned",
+    "gc:task-deleted",
+    "gc:shim-stopped",
+    "gc:verb-run",
+    "gc:action-done",
+)
 
 
 def checkpoint(name: str) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shimctl import fsutil, identifiers, lifecycle, procs, sockets
+from shimctl import fsutil, identifiers, lifecycle, pool, procs, sockets
 from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.errors import (
     DeadlineExceeded,
@@ -35,9 +34,6 @@ from shimctl.spec import (
     parse_spec,
     spec_annotations,
 )
-
-# Bounded pool: K hung shims cost about one timeout in total, not K.
-MAX_PROBES = 64
 
 # Probe outcomes.
 ANSWERED = "answered"
@@ -336,12 +332,11 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                     age_seconds=_age(path, now),
                 )
             )
-    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PROBES, len(bundles)))) as pool:
 
-        def probe_one(ev: BundleEvidence) -> None:
-            probe_bundle(settings, ev)
+    def probe_one(ev: BundleEvidence) -> None:
+        probe_bundle(settings, ev)
 
-        list(pool.map(counted(probe_one, "inspect", len(bundles), progress), bundles))
+    pool.run_all(counted(probe_one, "inspect", len(bundles), progress), bundles)
     _attach_processes(settings, bundles)
     others += _orphan_processes(settings, bundles, scope, now)
     if not settings.namespace_given:
@@ -399,9 +394,7 @@ def _attach_processes(settings: Settings, bundles: list[BundleEvidence]) -> None
         assert ev.live_process is not None
         ev.boot = Bootstrap(address=shim_address(settings, ev.live_process))
         ev.derived_address = True
-    if lost:
-        with ThreadPoolExecutor(max_workers=min(MAX_PROBES, len(lost))) as pool:
-            list(pool.map(lambda ev: probe_bundle(settings, ev), lost))
+    pool.run_all(lambda ev: probe_bundle(settings, ev), lost)
 
 
 def shim_address(settings: Settings, shim: procs.ShimProcess) -> str:

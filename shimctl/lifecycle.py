@@ -3,6 +3,7 @@ down and make sure it is gone, run the shim binary's `delete` verb."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -63,7 +64,16 @@ def shutdown(
     events_dead = sockets.probe_address(settings.ttrpc_address) is not (
         sockets.SocketState.LISTENING
     )
-    if events_dead and procs.shim_process(ref) is not None:
+    lingering = procs.shim_process(ref)
+    # Only this bundle's own shim (by its argv) is stopped: Connect's pid is the shim's word,
+    # and a shim that named another process must not get that one killed.
+    own = (
+        lingering is not None
+        and lingering.id == id
+        and lingering.namespace == client.namespace
+        and lingering.address == settings.address
+    )
+    if events_dead and own:
         procs.send_signal(ref, signal.SIGKILL)
         if procs.wait_gone(ref, settings.timeouts.shutdown):
             notes.append(
@@ -81,9 +91,18 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
     """The runtime's `delete` verb for a shim that is gone. Its failure is only noted: the
     runc shim's verb fails for a task that was never created (no `runtime` file), and the
     caller has verified the shim is gone, so the bundle still goes."""
-    runtime = bundle.read_text(SHIM_BINARY_PATH)
+    bundle.check_safe()
+    try:
+        runtime = bundle.read_text(SHIM_BINARY_PATH)
+    except ShimctlError as err:
+        notes.append(f"unreadable shim-binary-path ({err}): the delete verb was not run")
+        return None
     if runtime is None:
         notes.append("no shim-binary-path: the delete verb was not run")
+        return None
+    if not os.path.isabs(runtime):
+        # Run with the bundle as cwd, a relative path would name a file inside the bundle.
+        notes.append(f"shim-binary-path {runtime!r} is not absolute: the delete verb was not run")
         return None
     try:
         check_executable(runtime)

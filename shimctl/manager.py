@@ -16,6 +16,7 @@ from shimctl.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ProtocolError,
     ShimctlError,
     Unavailable,
     Unknown,
@@ -24,6 +25,7 @@ from shimctl.errors import (
 from shimctl.faults import checkpoint
 from shimctl.lock import state_lock
 from shimctl.models import DeleteResult, Finding, ReconcileReport, StartResult
+from shimctl.progress import ProgressFn
 from shimctl.runtime import check_executable, resolve_runtime_path
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 from shimctl.shim import binary
@@ -34,8 +36,10 @@ from shimctl.spec import default_spec, encode_spec, parse_spec, remapped_gid
 
 
 class ShimManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, progress: ProgressFn | None = None) -> None:
         self.settings = settings
+        # Called as inspect and apply go (render.py shows a bar on a terminal).
+        self.progress = progress
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class ShimManager:
         s = self.settings
         with state_lock(s.task_state):
             bundle.check_dir()
+            bundle.check_safe()
             sandboxed = bundle.read_text(SANDBOX) is not None
             notes: list[str] = []
             try:
@@ -219,11 +224,18 @@ class ShimManager:
                     raise Unavailable("the bundle has no shim address")
                 exit_, stopped = self._delete_through_shim(bundle, boot, sandboxed, notes)
                 method = "task-api"
-            except (Unavailable, DeadlineExceeded) as err:
-                # Unavailable: nothing answers. DeadlineExceeded: something hangs.
+            except (Unavailable, DeadlineExceeded, ProtocolError) as err:
+                # Unavailable: nothing answers. DeadlineExceeded: something hangs. Garbage
+                # (ProtocolError) is no answer either, but only --force acts on it.
+                if isinstance(err, ProtocolError) and not force:
+                    raise
                 exit_ = self._delete_without_shim(bundle, boot, err, force=force, notes=notes)
                 method, stopped = "shim-binary", True
             bundle.delete()
+            # A shim that died in Shutdown (rather than exiting cleanly) leaves its socket.
+            stale = method == "task-api" and stopped and boot is not None
+            if stale and boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir):
+                notes.append("removed the stopped shim's stale socket")
         return DeleteResult(
             id=id,
             namespace=bundle.namespace,
@@ -285,6 +297,7 @@ class ShimManager:
                 raise Unsafe(f"shim process {shim.ref.pid} did not exit after SIGKILL")
             notes.append(f"stopped unresponsive shim {shim.ref.pid}")
         exit_ = lifecycle.run_delete_verb(s, bundle, notes)
+        checkpoint("delete:verb-run")
         if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir):
             notes.append("removed the dead shim's socket")
         return exit_
@@ -325,11 +338,11 @@ class ShimManager:
         s = self.settings
         if s.namespace_given:
             identifiers.validate_namespace(s.namespace)
-        inventory = inspect.collect(s)
+        inventory = inspect.collect(s, progress=self.progress)
         findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
         checkpoint(f"{mode}:planned")
         if mode != "list":
-            cleanup.apply(s, findings, dry_run=dry_run)
+            cleanup.apply(s, findings, dry_run=dry_run, progress=self.progress)
         return summarize(mode, dry_run, findings, time.monotonic() - started)
 
 

@@ -41,9 +41,9 @@ class Kind:
     LEAKED = "leaked"  # shim answers, no task, not a sandbox (containerd #6860)
     HUNG = "hung"  # connects, never answers within the timeout
     DEAD = "dead"  # refuses or no socket, process gone
-    EMPTY = "empty"  # bundle dir empty or unreadable
+    EMPTY = "empty"  # bundle dir empty (an unreadable one is UNSAFE: never deleted unseen)
     UNKNOWN_RUNTIME = "unknown-runtime"  # no usable shim-binary-path
-    UNSAFE = "unsafe"  # a path in the bundle leads outside root/state
+    UNSAFE = "unsafe"  # a link out of root/state, an invalid name, an unreadable dir
     ORPHAN_WORKDIR = "orphan-workdir"  # ROOT/<ns>/<id> with no bundle
     STALE_HIDDEN = "stale-hidden"  # .<id> left by an interrupted atomic delete
     ORPHAN_PROCESS = "orphan-process"  # shim process of this address whose bundle is gone
@@ -111,3 +111,66 @@ class ReconcileReport:
     counts: dict[str, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+
+
+# -- version, doctor, events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentVersion:
+    """A program shimctl works with, as found on this node."""
+
+    name: str  # "containerd", or a runtime name / shim binary path
+    path: str | None  # resolved executable; None when not found
+    version: str | None  # parsed version; None when absent or not parsable
+    error: str | None = None  # why path or version is missing
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    shimctl: str
+    python: str
+    containerd: ComponentVersion
+    shims: list[ComponentVersion] = field(default_factory=list)
+
+
+class CheckStatus:
+    OK = "ok"
+    WARN = "warn"  # works, but something an operator should know or fix
+    FAIL = "fail"  # shimctl cannot do its job here until fixed
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # CheckStatus
+    detail: str
+    fix: str | None = None  # what to do when status is not ok
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: list[Check]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for c in self.checks if c.status == CheckStatus.FAIL)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event a shim published (`shimctl publish`), as kept in the events journal."""
+
+    time: str  # RFC 3339, UTC
+    namespace: str
+    topic: str
+    type_url: str  # the protobuf Any's type URL, e.g. containerd.events.TaskExit
+    value: str  # the Any's value, base64
+
+
+@dataclass(frozen=True)
+class EventsResult:
+    journal: str  # path of the journal file
+    events: list[Event] = field(default_factory=list)
+    # Lines of the journal that were not valid events (a torn write, a foreign line).
+    skipped: int = 0

@@ -107,7 +107,11 @@ def _decide(
             if ev.probe == UNRESPONSIVE
             else f"shim process {ev.shim_pid} is alive but refuses connections"
         )
-        f.action = Action.KILL if kill_hung and ev.shim_pid else Action.REPORT
+        # Only a process found by its own argv (this bundle's id or cwd) is ever killed, never
+        # a pid a half-answering shim named in Connect.
+        f.action = Action.KILL if kill_hung and ev.live_process is not None else Action.REPORT
+        if kill_hung and ev.live_process is None:
+            f.notes.append("no shim process of this bundle was found: nothing to kill")
         return f
 
     usable_runtime = ev.runtime is not None and ev.runtime_error is None

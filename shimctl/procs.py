@@ -123,10 +123,13 @@ def find_shims(address: str) -> list[ShimProcess]:
     return found
 
 
-def verify_shim(pid: int, *, namespace: str, address: str, bundle: Path) -> ShimProcess:
+def verify_shim(
+    pid: int, *, namespace: str, address: str, bundle: Path, grouped: bool = True
+) -> ShimProcess:
     """Prove `pid` is the shim server for `bundle`: a shim argv with this namespace and
     containerd address, whose id is the bundle's or whose cwd is a bundle of the namespace
-    (a grouped shim serves several bundles). Raise Unsafe otherwise."""
+    (a grouped shim serves several bundles; with grouped=False, as before a kill, only the
+    bundle's own shim counts: its id or its cwd). Raise Unsafe otherwise."""
     ref = ref_of(pid)
     shim = shim_process(ref) if ref else None
     if shim is None:
@@ -137,6 +140,8 @@ def verify_shim(pid: int, *, namespace: str, address: str, bundle: Path) -> Shim
             f"not of {namespace!r} at {address!r}"
         )
     in_namespace = shim.cwd is not None and Path(shim.cwd).parent == bundle.parent
+    if not grouped:
+        in_namespace = shim.cwd == str(bundle)
     if shim.id != bundle.name and not in_namespace:
         raise Unsafe(f"process {pid} is the shim of {shim.id!r}, not of {bundle.name!r}")
     return shim
@@ -151,25 +156,36 @@ def wait_gone(ref: ProcessRef, timeout: float) -> bool:
     return True
 
 
-def send_signal(ref: ProcessRef, sig: int) -> bool:
-    """Signal `ref` only if it is still the same process. False if it is already gone."""
+def send_signal(ref: ProcessRef, sig: int, *, group: bool = False) -> bool:
+    """Signal `ref` only if it is still the same live process. False if it is already gone.
+
+    With `group`, the signal goes to its whole process group instead, but only while the
+    process (checked just before) leads that group and the group is not shimctl's own: a shim
+    is started setpgid, so its group holds it and the helpers it runs (runc), never anything
+    of ours. A process that merely belongs to some group is signalled alone."""
     try:
         proc = psutil.Process(ref.pid)
         if proc.create_time() != ref.create_time or not _alive(proc):
             return False
-        os.kill(ref.pid, sig)
+        if group and own_process_group(ref) and ref.pid != os.getpgrp():
+            os.killpg(ref.pid, sig)
+        else:
+            os.kill(ref.pid, sig)
         return True
     except (psutil.NoSuchProcess, ProcessLookupError):
         return False
 
 
-def terminate(ref: ProcessRef, *, grace: float) -> bool:
-    """SIGTERM, then SIGKILL after `grace` seconds. True once the process is gone."""
-    if not send_signal(ref, signal.SIGTERM):
+def terminate(ref: ProcessRef, *, grace: float, group: bool = True) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds, to the verified process `ref` (and its
+    process group if it leads its own, see send_signal). True once the process is gone.
+    Once the leader is gone its group is not signalled again: the group can no longer be
+    told apart from one a new process with the same PID might lead."""
+    if not send_signal(ref, signal.SIGTERM, group=group):
         return True
     if wait_gone(ref, grace):
         return True
-    send_signal(ref, signal.SIGKILL)
+    send_signal(ref, signal.SIGKILL, group=group)
     return wait_gone(ref, max(grace, 2.0))
 
 

@@ -6,10 +6,13 @@ imported only when it will be used.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
 import sys
+import threading
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from shimctl.errors import ShimctlError
@@ -174,3 +177,141 @@ def report(renderer: Renderer, rep: Any) -> None:
         if f.outcome == "failed":
             text = printable(f"{f.kind} {f.namespace}/{f.id}: {f.error}", keep=_MULTILINE)
             sys.stderr.write(f"shimctl: error: {text}\n")
+
+
+# -- logs, version, doctor, events, progress ----------------------------------------------------
+
+
+def stream(chunks: Iterable[bytes]) -> None:
+    """Copy a shim's log to stdout as it arrives: raw bytes into a pipe or file; on a
+    terminal, decoded, with control characters escaped (a log line cannot drive it)."""
+    tty = sys.stdout.isatty()
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    for chunk in chunks:
+        if tty:
+            sys.stdout.write(printable(decoder.decode(chunk), keep=_MULTILINE))
+            sys.stdout.flush()
+        else:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+
+def version(renderer: Renderer, info: Any) -> None:
+    def describe(c: Any) -> str:
+        if c.version:
+            return f"{c.version} ({c.path})"
+        return f"not found: {c.error}" if c.path is None else f"unknown: {c.error} ({c.path})"
+
+    text: list[tuple[str, Any]] = [
+        ("shimctl", info.shimctl),
+        ("python", info.python),
+        ("containerd", describe(info.containerd)),
+    ]
+    text += [(f"shim {s.name}", describe(s)) for s in info.shims]
+    renderer.result("version", info, text=text)
+
+
+_MARKS = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "bold red")}
+
+
+def doctor(renderer: Renderer, rep: Any) -> None:
+    """A checklist: one line per check, with its fix underneath when it is not ok."""
+    if renderer.json_output:
+        renderer.result("doctor", rep, text=[])
+        return
+    width = max((len(c.name) for c in rep.checks), default=0)
+    color = use_color(sys.stdout)
+    console = None
+    if color:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+    for c in rep.checks:
+        mark, style = _MARKS.get(c.status, (c.status, ""))
+        cells = (f"[{mark}]".ljust(7), c.name.ljust(width), printable(c.detail))
+        if console is not None:
+            from rich.text import Text
+
+            console.print(
+                Text.assemble((cells[0], style), f"{cells[1]}  {cells[2]}"), soft_wrap=True
+            )
+        else:
+            sys.stdout.write(f"{cells[0]}{cells[1]}  {cells[2]}\n")
+        if c.fix and c.status != "ok":
+            sys.stdout.write(f"{'':7}{'':{width}}  fix: {printable(c.fix)}\n")
+    failed = sum(1 for c in rep.checks if c.status == "fail")
+    warned = sum(1 for c in rep.checks if c.status == "warn")
+    sys.stdout.write(f"doctor: {len(rep.checks)} checks, {failed} failed, {warned} warnings\n")
+
+
+def _b64_size(value: str) -> int:
+    return len(value) * 3 // 4 - value.count("=")
+
+
+def events(renderer: Renderer, result: Any) -> None:
+    if renderer.json_output:
+        renderer.result("events", result, text=[])
+        return
+    if result.events:
+        table(
+            ["TIME", "NAMESPACE", "TOPIC", "TYPE", "BYTES"],
+            [
+                [e.time, e.namespace, e.topic, e.type_url, str(_b64_size(e.value))]
+                for e in result.events
+            ],
+        )
+    elif not renderer.quiet:
+        sys.stdout.write(f"no events in {result.journal}\n")
+    if result.skipped:
+        renderer.warn(f"{result.skipped} line(s) of {result.journal} are not events; skipped")
+
+
+# Below this many items a run is quick: no bar.
+PROGRESS_MIN_ITEMS = 8
+_PHASES = {"inspect": "inspecting shims", "apply": "applying actions"}
+
+
+class ProgressBar:
+    """`progress(phase, done, total)` as a rich bar on stderr, only when stderr is a
+    terminal and a phase has PROGRESS_MIN_ITEMS items or more. Nothing ever goes to stdout."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._enabled = enabled and self._stream.isatty()
+        self._lock = threading.Lock()
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self._enabled or total < PROGRESS_MIN_ITEMS:
+            return
+        with self._lock:
+            if self._progress is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+                self._progress = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    console=Console(file=self._stream),
+                    transient=True,
+                )
+                self._progress.start()
+            task = self._tasks.get(phase)
+            if task is None:
+                task = self._progress.add_task(_PHASES.get(phase, phase), total=total)
+                self._tasks[phase] = task
+            self._progress.update(task, completed=done, total=total)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,14 +20,36 @@ behaviour:
   status       answer with Status{code=5, message="container not created: not found"}
   drip         answer one byte every 0.2 s
   die          close the connection as soon as a request arrives
+  exit         end the whole process at once (os._exit), mid-call, leaving its socket file
+
+`ShimServer` is a fake *shim*: it serves the task API the way a runc shim with no task does
+(Connect with its pid, NotFound for Pids/State/Delete, Shutdown removes its socket and exits),
+and any method can be given one of the faulty behaviours above (`faults={"Delete": "exit"}`,
+`"*"` for every method). Run as a script with a shim server's argv,
+
+  python fakeshim.py -namespace NS -id ID -address ADDR -socket PATH [-fault METHOD=B]...
+                     [-pid N] [-task-pid N] [-child] [-ignore-term] [-marker-dir DIR] [-sleep]
+
+it is a separate process that shimctl's process search takes for the shim of bundle ID (start it
+with the bundle as its cwd): `-socket` is where it listens (`@name` for an abstract socket),
+`-pid` the shim pid its Connect reports (a liar), `-task-pid` a pid its (running) task
+reports, `-child` starts a child in its process group,
+`-ignore-term` ignores SIGTERM, `-marker-dir` makes a `silent` method record in DIR how many
+fake shims were hung in a call at the same time, and `-sleep` makes it serve nothing at all (a
+process that merely looks like a shim; it logs every catchable signal to DIR/ID.signals). It
+prints `ready PID CHILD_PID` once it listens.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import select
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -35,7 +57,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from shimctl.shim.proto import ttrpc_pb2
+from shimctl.shim.proto import task_pb2, ttrpc_pb2
 
 MAX = 4 * 1024 * 1024
 HEADER = struct.Struct(">IIBB")
@@ -79,12 +101,13 @@ class FakeShim:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._srv.bind(path)
+        # "@name" is an abstract socket (no file), as old shims used.
+        self._srv.bind("\0" + path[1:] if path.startswith("@") else path)
         self._srv.listen(16)
 
     @property
     def address(self) -> str:
-        return "unix://" + self.path
+        return self.path[1:] if self.path.startswith("@") else "unix://" + self.path
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,7 +133,7 @@ class FakeShim:
             c.close()
         for t in self._threads:
             t.join(timeout=5)
-        if os.path.exists(self.path):
+        if not self.path.startswith("@") and os.path.exists(self.path):
             os.unlink(self.path)
 
     def serve_forever(self) -> None:
@@ -154,7 +177,11 @@ class FakeShim:
             conn.close()
 
     def _answer(self, conn: socket.socket, sid: int, req: ttrpc_pb2.Request, n: int) -> bool:
-        b = self.behaviour
+        return self._answer_as(self.behaviour, conn, sid, req, n)
+
+    def _answer_as(
+        self, b: str, conn: socket.socket, sid: int, req: ttrpc_pb2.Request, n: int
+    ) -> bool:
         if b == "ok":
             conn.sendall(_ok(sid, req.payload))
         elif b == "empty":
@@ -196,12 +223,167 @@ class FakeShim:
                 time.sleep(0.2)
         elif b == "die":
             return False
+        elif b == "exit":
+            os._exit(3)
         else:
             raise ValueError(f"unknown behaviour {b}")
         return True
 
 
+def _status(sid: int, code: int, message: str) -> bytes:
+    resp = ttrpc_pb2.Response()
+    resp.status.code = code
+    resp.status.message = message
+    return _frame(sid, 2, resp.SerializeToString())
+
+
+class ShimServer(FakeShim):
+    """A fake shim serving the task API like a runc shim with no task, with per-method faults.
+
+    In a thread (tests) Shutdown only closes the server; in its own process (`main`) it
+    removes the socket and exits, as a real shim does.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        faults: dict[str, str] | None = None,
+        shim_pid: int | None = None,
+        marker_dir: str | None = None,
+        name: str = "fake",
+        exit_on_shutdown: bool = False,
+        task_pid: int = 0,
+    ) -> None:
+        super().__init__(path, "shim")
+        self.task_pid = task_pid
+        self.faults = dict(faults or {})
+        self.shim_pid = shim_pid
+        self.marker_dir = marker_dir
+        self.name = name
+        self.exit_on_shutdown = exit_on_shutdown
+
+    def _answer(self, conn: socket.socket, sid: int, req: ttrpc_pb2.Request, n: int) -> bool:
+        fault = self.faults.get(req.method, self.faults.get("*"))
+        if fault == "silent" and self.marker_dir:
+            return self._hang_counting(conn)
+        if fault is not None:
+            return self._answer_as(fault, conn, sid, req, n)
+        if req.method == "Connect":
+            reply = task_pb2.ConnectResponse(
+                shim_pid=self.shim_pid or os.getpid(), task_pid=0, version="2"
+            )
+            conn.sendall(_ok(sid, reply.SerializeToString()))
+        elif self.task_pid and req.method == "Pids":
+            reply = task_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self.task_pid)])
+            conn.sendall(_ok(sid, reply.SerializeToString()))
+        elif self.task_pid and req.method == "State":
+            state = task_pb2.StateResponse(
+                id=req.method, pid=self.task_pid, status=task_pb2.RUNNING
+            )
+            conn.sendall(_ok(sid, state.SerializeToString()))
+        elif self.task_pid and req.method == "Delete":
+            conn.sendall(_status(sid, 2, "cannot delete a running container"))
+        elif req.method in ("Pids", "State", "Delete", "Wait", "Kill"):
+            conn.sendall(_status(sid, 5, "container not created: not found"))
+        elif req.method == "Shutdown":
+            conn.sendall(_ok(sid, b""))
+            if self.exit_on_shutdown and not self.task_pid:
+                if not self.path.startswith("@"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path)
+                os._exit(0)
+            return False
+        else:
+            conn.sendall(_status(sid, 12, f"{req.method}: not implemented"))
+        return True
+
+    def _hang_counting(self, conn: socket.socket) -> bool:
+        """Never answer; until the client hangs up, record the most fake shims seen hung in a
+        call at once (marker files in marker_dir), so a test can tell that shimctl probed them
+        concurrently without timing anything."""
+        assert self.marker_dir is not None
+        mine = os.path.join(self.marker_dir, f"{self.name}.open")
+        peak_file = os.path.join(self.marker_dir, f"{self.name}.peak")
+        with open(mine, "w"):
+            pass
+        peak = 0
+        try:
+            while not self._stop:
+                count = sum(1 for f in os.listdir(self.marker_dir) if f.endswith(".open"))
+                if count > peak:
+                    peak = count
+                    with open(peak_file + ".tmp", "w") as f:
+                        f.write(str(peak))
+                    os.replace(peak_file + ".tmp", peak_file)
+                ready, _, _ = select.select([conn], [], [], 0.02)
+                if ready and not conn.recv(65536):
+                    return False  # the client gave up and closed
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(mine)
+        return False
+
+
+def _sleep_logging_signals(log: str) -> None:
+    """Look like a shim, serve nothing; append every catchable signal's number to `log`."""
+
+    def note(signum: int, _frame: object) -> None:
+        with open(log, "a") as f:
+            f.write(f"{signum}\n")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1):
+        signal.signal(sig, note)
+    print(f"ready {os.getpid()} 0", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def shim_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="fakeshim")
+    parser.add_argument("-namespace", required=True)
+    parser.add_argument("-id", required=True)
+    parser.add_argument("-address", required=True)
+    parser.add_argument("-socket")
+    parser.add_argument("-fault", action="append", default=[])
+    parser.add_argument("-pid", type=int)
+    parser.add_argument("-task-pid", type=int, default=0)
+    parser.add_argument("-child", action="store_true")
+    parser.add_argument("-ignore-term", action="store_true")
+    parser.add_argument("-marker-dir")
+    parser.add_argument("-sleep", action="store_true")
+    args = parser.parse_args(argv)
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.sleep:
+        _sleep_logging_signals(os.path.join(args.marker_dir or ".", f"{args.id}.signals"))
+    child = 0
+    if args.child:
+        # Inherits our process group: a group kill of the shim reaches it, a pid kill does not.
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ).pid
+    faults = dict(f.split("=", 1) for f in args.fault)
+    srv = ShimServer(
+        args.socket,
+        faults=faults,
+        shim_pid=args.pid,
+        marker_dir=args.marker_dir,
+        name=args.id,
+        exit_on_shutdown=True,
+        task_pid=args.task_pid,
+    )
+    print(f"ready {os.getpid()} {child}", flush=True)
+    srv.serve_forever()
+
+
 def main() -> None:
+    if sys.argv[1].startswith("-"):
+        shim_main(sys.argv[1:])
+        return
     path, behaviour = sys.argv[1], sys.argv[2]
     srv = FakeShim(path, behaviour)
     print("ready", flush=True)

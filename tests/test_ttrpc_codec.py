@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import socket
 import struct
 import threading
@@ -321,6 +322,9 @@ def test_status_absent_or_ok_returns_payload() -> None:
 
 # -- fuzz: the reader only ever raises shimctl errors ----------------------------------------
 
+# `make fuzz` raises the example counts (tests/test_fuzz_ttrpc.py fuzzes the layers above).
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
+
 
 def _feed(data: bytes) -> None:
     # Anything but a shimctl error (or a clean return) propagates and fails the test.
@@ -328,13 +332,13 @@ def _feed(data: bytes) -> None:
         read_response(recv_from(data), 1)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=max(400, FUZZ_EXAMPLES), deadline=None)
 @given(st.binary(max_size=512))
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     _feed(data)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=max(400, FUZZ_EXAMPLES), deadline=None)
 @given(
     body=st.binary(max_size=256),
     sid=st.sampled_from([1, 1, 1, 3, 0]),
@@ -347,7 +351,7 @@ def test_fuzz_framed_bodies(body: bytes, sid: int, mtype: int, flags: int, delta
     _feed(struct.pack(">IIBB", length, sid, mtype, flags) + body)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=max(300, FUZZ_EXAMPLES), deadline=None)
 @given(
     payload=st.binary(max_size=64),
     code=st.integers(-(2**31), 2**31 - 1),

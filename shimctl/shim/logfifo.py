@@ -41,6 +41,20 @@ class LogDrain:
             if data and self._echo:
                 sys.stderr.buffer.write(data)
                 sys.stderr.buffer.flush()
+        if self._echo:
+            self._drain_rest()
+
+    def _drain_rest(self) -> None:
+        """With --debug, echo what the shim wrote before stop() (it would be lost otherwise)."""
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except OSError:  # EAGAIN: nothing more buffered
+                return
+            if not data:
+                return
+            sys.stderr.buffer.write(data)
+            sys.stderr.buffer.flush()
 
     def stop(self) -> None:
         """Stop reading and close the fifo; the shim then gets EPIPE on log writes, which it

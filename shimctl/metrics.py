@@ -1,0 +1,187 @@
+"""gc's metrics in the Prometheus text exposition format, for node_exporter's textfile collector.
+
+The file is replaced atomically (a temp file in the same dir that does not end in `.prom`, then
+rename), so the collector never reads half of it. A run that failed keeps the last success
+timestamp of the run before it, read back from the previous file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from shimctl.errors import InvalidArgument
+from shimctl.models import Kind, ReconcileReport
+
+PREFIX = "shimctl_gc_"
+_LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
+_LAST_SUCCESS_LINE = re.compile(rf"^{_LAST_SUCCESS}\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self, name: str, help: str, samples: list[tuple[dict[str, str], float]], kind: str = "gauge"
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def exposition(
+    report: ReconcileReport | None,
+    *,
+    now: float,
+    version: str,
+    previous_success: float | None = None,
+    run_error: str | None = None,
+) -> str:
+    """The metrics of one gc run. `report` is None when the run itself failed (`run_error`):
+    the file then still says so, with one error and no findings."""
+    errors = report.errors if report is not None else 1
+    success = report is not None and run_error is None and errors == 0
+    last_success = now if success else previous_success
+    out = _Exposition()
+    out.family("shimctl_info", "shimctl's version.", [({"version": version}, 1)])
+    findings: dict[tuple[str, str], int] = {}
+    actions: dict[tuple[str, str], int] = {}
+    if report is not None:
+        namespaces = sorted({f.namespace for f in report.findings if f.namespace})
+        # Every kind per namespace seen, zeros too: an alert on a kind needs no absent() rule.
+        for ns in namespaces:
+            for kind in Kind.ALL:
+                findings[(kind, ns)] = 0
+        for f in report.findings:
+            findings[(f.kind, f.namespace)] = findings.get((f.kind, f.namespace), 0) + 1
+        for key, n in report.actions.items():
+            action, _, outcome = key.partition(":")
+            actions[(action, outcome)] = n
+    out.family(
+        f"{PREFIX}findings",
+        "Items gc found in its last run, by kind and namespace.",
+        [({"kind": k, "namespace": ns}, n) for (k, ns), n in sorted(findings.items())],
+    )
+    out.family(
+        f"{PREFIX}actions",
+        "Actions gc took in its last run, by action and outcome (done, failed, skipped, dry-run).",
+        [({"action": a, "outcome": o}, n) for (a, o), n in sorted(actions.items())],
+    )
+    out.family(
+        f"{PREFIX}errors",
+        "Actions that failed in gc's last run (1 when the run itself failed).",
+        [({}, errors)],
+    )
+    out.family(
+        f"{PREFIX}success", "1 if gc's last run finished with no error, else 0.", [({}, success)]
+    )
+    out.family(
+        f"{PREFIX}dry_run",
+        "1 if gc's last run was a dry run.",
+        [({}, bool(report and report.dry_run))],
+    )
+    out.family(
+        f"{PREFIX}duration_seconds",
+        "How long gc's last run took.",
+        [({}, report.duration_seconds if report is not None else 0.0)],
+    )
+    out.family(
+        f"{PREFIX}last_run_timestamp_seconds",
+        "When gc last ran (Unix time).",
+        [({}, round(now, 3))],
+    )
+    if last_success is not None:
+        out.family(
+            _LAST_SUCCESS,
+            "When gc last finished with no error (Unix time).",
+            [({}, round(last_success, 3))],
+        )
+    return out.text()
+
+
+def previous_success(path: Path) -> float | None:
+    """The last success timestamp in an earlier metrics file, if there is one."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return None
+    match = _LAST_SUCCESS_LINE.search(text)
+    if match is None:
+        return None
+    try:
+        return float(match.group(1))
+    except ValueError:
+        return None
+
+
+def check_target(path: Path) -> Path:
+    """Refuse a metrics path whose directory is missing before gc runs, not after."""
+    path = Path(os.path.abspath(path))
+    if not path.parent.is_dir():
+        raise InvalidArgument(
+            f"--metrics-file {path}: directory {path.parent} does not exist",
+            hint="create the textfile collector directory or pass another path",
+        )
+    if path.is_dir():
+        raise InvalidArgument(f"--metrics-file {path} is a directory")
+    return path
+
+
+def write_metrics(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, mode 0644 (node_exporter reads it as any user)."""
+    directory = check_target(path).parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode())
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def record_gc(
+    path: Path,
+    report: ReconcileReport | None,
+    *,
+    version: str,
+    run_error: str | None = None,
+    now: float | None = None,
+) -> None:
+    """Write the metrics of one gc run to `path`, carrying the last success over a failure."""
+    text = exposition(
+        report,
+        now=time.time() if now is None else now,
+        version=version,
+        previous_success=previous_success(path),
+        run_error=run_error,
+    )
+    write_metrics(path, text)
