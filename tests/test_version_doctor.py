@@ -86,7 +86,8 @@ def test_version_tolerates_missing_and_broken_programs(node: Node, tmp_path: Pat
 
 
 def test_doctor_on_a_fresh_node(node: Node) -> None:
-    proc = run_cli(node, "doctor", "--json")
+    # -n: the shared shim socket dir may hold other tests' dead sockets (garbage: a warning).
+    proc = run_cli(node, "-n", "default", "doctor", "--json")
     doc = json.loads(proc.stdout)
     validate(doc, "doctor")
     checks = {c["name"]: c for c in doc["result"]["checks"]}
@@ -96,7 +97,7 @@ def test_doctor_on_a_fresh_node(node: Node) -> None:
     assert checks["shims"]["status"] == "ok"
     failed = [c for c in checks.values() if c["status"] == "fail"]
     assert proc.returncode == (5 if failed else 0), failed
-    text = run_cli(node, "doctor")
+    text = run_cli(node, "-n", "default", "doctor")
     assert "doctor: 11 checks" in text.stdout
     assert any(line.startswith("[warn] state dir") for line in text.stdout.splitlines())
 
@@ -120,7 +121,7 @@ def test_json_outputs_validate_and_doctor_sees_a_leak(node: Node, started: Start
     validate(doc, "start")
     started.process(doc["result"]["shim_pid"])
 
-    doctor = json.loads(run_cli(node, "doctor", "--json").stdout)
+    doctor = json.loads(run_cli(node, "-n", "default", "doctor", "--json").stdout)
     shims = next(c for c in doctor["result"]["checks"] if c["name"] == "shims")
     assert shims["status"] == "warn" and "1 leaked" in shims["detail"]
     assert "shimctl gc" in shims["fix"]
