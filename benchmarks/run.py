@@ -55,10 +55,11 @@ class Row:
 class Node:
     """A private containerd root/state/address, and everything started on it."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, state: Path) -> None:
         self.base = base
         self.root = base / "root"
-        self.state = base / "state"
+        # containerd's state lives on a tmpfs (/run) on real nodes; keep it there here too.
+        self.state = state
         self.address = str(base / "c.sock")
         self.runc_root = base / "runc"
         self.refs: list[tuple[int, float]] = []
@@ -122,8 +123,9 @@ class Node:
                 address = (bundle / "address").read_text().removeprefix("unix://")
                 if Path(address).parent == Path("/run/containerd/s"):
                     os.unlink(address)
-        for point in sorted(_mounts_under(self.base), key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], check=False)
+        for top in (self.base, self.state):
+            for point in sorted(_mounts_under(top), key=len, reverse=True):
+                subprocess.run(["umount", "-l", point], check=False)
 
 
 def _mounts_under(base: Path) -> list[str]:
@@ -150,8 +152,11 @@ def run_ok(argv: list[str]) -> None:
 
 @contextlib.contextmanager
 def private_node(name: str) -> Iterator[Node]:
-    with tempfile.TemporaryDirectory(prefix=f"shimctl-bench-{name}-") as tmp:
-        node = Node(Path(tmp))
+    with (
+        tempfile.TemporaryDirectory(prefix=f"shimctl-bench-{name}-") as tmp,
+        tempfile.TemporaryDirectory(prefix=f"shimctl-bench-{name}-", dir="/run") as state,
+    ):
+        node = Node(Path(tmp), Path(state))
         try:
             yield node
         finally:
