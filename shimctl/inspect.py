@@ -56,7 +56,7 @@ class BundleEvidence:
     runtime: str | None = None
     runtime_error: str | None = None
     sandbox_of: str | None = None  # content of its `sandbox` file
-    spec_says_sandbox: bool = False
+    _spec_says_sandbox: bool | None = None
     probe: str = REFUSED
     probe_error: str | None = None
     shim_pid: int | None = None
@@ -65,6 +65,21 @@ class BundleEvidence:
     task_status: str | None = None
     live_process: procs.ShimProcess | None = None
     derived_address: bool = False  # no connection file: the address the live shim derives
+
+    def spec_says_sandbox(self) -> bool:
+        """Does its config.json mark it a CRI pod sandbox? Read only when a decision needs it
+        (bundles sharing a shim), so plain bundles cost no JSON parse."""
+        if self._spec_says_sandbox is None:
+            self._spec_says_sandbox = False
+            try:
+                config = fsutil.read_small(self.path / "config.json", limit=4 * 1024 * 1024)
+                notes = spec_annotations(parse_spec(config, "config.json"))
+                self._spec_says_sandbox = notes.get(CRI_CONTAINER_TYPE) == "sandbox" or (
+                    notes.get(CRI_SANDBOX_ID) == self.id
+                )
+            except (OSError, ShimctlError):
+                pass
+        return self._spec_says_sandbox
 
 
 @dataclass
@@ -160,15 +175,6 @@ def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvide
         ev.runtime_error = "no shim-binary-path"
     elif ev.runtime is not None and ev.runtime_error is None:
         ev.runtime_error = _runtime_problem(ev.runtime)
-    try:
-        config = bundle.read_bytes("config.json", limit=4 * 1024 * 1024)
-        if config:
-            notes = spec_annotations(parse_spec(config, "config.json"))
-            ev.spec_says_sandbox = notes.get(CRI_CONTAINER_TYPE) == "sandbox" or (
-                notes.get(CRI_SANDBOX_ID) == id
-            )
-    except ShimctlError:
-        pass
     return ev
 
 
@@ -337,8 +343,10 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
         probe_bundle(settings, ev)
 
     pool.run_all(counted(probe_one, "inspect", len(bundles), progress), bundles)
-    _attach_processes(settings, bundles)
-    others += _orphan_processes(settings, bundles, scope, now)
+    # One scan of /proc serves both: live processes of silent bundles, and orphans.
+    shims = procs.find_shims(settings.address)
+    _attach_processes(settings, bundles, shims)
+    others += _orphan_processes(settings, bundles, scope, now, shims)
     if not settings.namespace_given:
         # The socket dir is shared by all namespaces; only a node-wide run looks at it.
         others += _stale_sockets(settings, bundles, now)
@@ -372,7 +380,9 @@ def _hidden(ns: str, name: str, path: Path, now: float) -> Finding:
     )
 
 
-def _attach_processes(settings: Settings, bundles: list[BundleEvidence]) -> None:
+def _attach_processes(
+    settings: Settings, bundles: list[BundleEvidence], shims: list[procs.ShimProcess]
+) -> None:
     """For bundles whose shim did not answer, find a live shim process that belongs to them:
     a bundle with a live process is never treated as dead. A bundle with no connection file
     (containerd 2.x writes bootstrap.json only after `start` returns, so a crash in between
@@ -380,7 +390,6 @@ def _attach_processes(settings: Settings, bundles: list[BundleEvidence]) -> None
     silent = [ev for ev in bundles if ev.probe != ANSWERED]
     if not silent:
         return
-    shims = procs.find_shims(settings.address)
     for ev in silent:
         for shim in shims:
             if shim.namespace == ev.namespace and (
@@ -412,12 +421,16 @@ def shim_address(settings: Settings, shim: procs.ShimProcess) -> str:
 
 
 def _orphan_processes(
-    settings: Settings, bundles: list[BundleEvidence], scope: list[str], now: float
+    settings: Settings,
+    bundles: list[BundleEvidence],
+    scope: list[str],
+    now: float,
+    shims: list[procs.ShimProcess],
 ) -> list[Finding]:
     """Shim processes of this containerd address whose bundle is gone."""
     known_pids = {ev.shim_pid for ev in bundles if ev.shim_pid}
     found: list[Finding] = []
-    for shim in procs.find_shims(settings.address):
+    for shim in shims:
         if shim.ref.pid in known_pids or shim.namespace not in scope:
             continue
         if not identifiers.is_valid(shim.namespace) or not identifiers.is_valid(shim.id):
@@ -476,8 +489,7 @@ def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float
     referenced = {
         str(p) for ev in bundles if ev.boot and (p := sockets.socket_path(ev.boot.address))
     }
-    referenced |= _all_addresses(settings)
-    found = []
+    candidates = []
     for entry in _subdirs(settings.socket_dir):
         path = Path(entry.path)
         if entry.path in referenced or len(entry.name) != 64:
@@ -488,6 +500,13 @@ def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float
         except OSError:
             continue
         if sockets.probe(path) is sockets.SocketState.REFUSED:
+            candidates.append((entry, path))
+    if candidates:
+        # Also spare sockets named by bundles the evidence could not parse (junk, unsafe).
+        referenced |= _all_addresses(settings)
+    found = []
+    for entry, path in candidates:
+        if entry.path not in referenced:
             found.append(
                 Finding(
                     Kind.STALE_SOCKET,

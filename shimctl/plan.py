@@ -166,4 +166,4 @@ def _decide_answered(
 
 def _spec_member(ev: BundleEvidence, sharers: list[BundleEvidence]) -> bool:
     """A bundle sharing a shim is a member (not the sandbox) if some sharer is the sandbox."""
-    return any(o.spec_says_sandbox for o in sharers) and not ev.spec_says_sandbox
+    return any(o.spec_says_sandbox() for o in sharers) and not ev.spec_says_sandbox()
