@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what shimctl's build and tests need. Idempotent and quiet on success.
-#  - Debian packages containerd, runc, busybox-static: only when a binary is missing.
+#  - Debian packages containerd, runc, busybox-static (and zsh, fish for the completion tests):
+#    only when a binary is missing.
 #  - containerd 1.7/2.1 binaries for the generations tests: scripts/fetch-containerd.sh.
 #  - pip install -e '.[dev]': skipped while build/.deps-stamp matches pyproject.toml
 #    (and the interpreter) and shimctl is still installed editable from this checkout.
@@ -53,6 +54,9 @@ pkgs=()
 { have containerd && have containerd-shim-runc-v2; } || pkgs+=(containerd)
 have runc || pkgs+=(runc)
 busybox_static || pkgs+=(busybox-static)
+# The shells the committed completion scripts are tested in.
+have zsh || pkgs+=(zsh)
+have fish || pkgs+=(fish)
 
 if ((${#pkgs[@]})); then
 	sudo=()

@@ -18,6 +18,7 @@ from shimctl.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     NotFound,
+    NotImplementedByShim,
     ShimctlError,
     Unavailable,
     Unsafe,
@@ -158,6 +159,10 @@ def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvide
         ev.boot = bundle.connection()
         if ev.boot is not None:
             parse_address(ev.boot.address)  # one that cannot be dialled is no address at all
+    except NotImplementedByShim as err:
+        # A newer shim generation than shimctl knows: never judged dead, never deleted.
+        ev.unsafe = f"{err} (shimctl does not know this shim generation; upgrade shimctl)"
+        return ev
     except ShimctlError as err:
         ev.boot, ev.address_error = None, str(err)
     if ev.boot is not None:

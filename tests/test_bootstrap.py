@@ -146,3 +146,31 @@ def test_connection_version_4_in_file(bundle: Bundle) -> None:
     (bundle.path / "bootstrap.json").write_text(json.dumps({"version": 4, "address": ADDR}))
     with pytest.raises(NotImplementedByShim, match="unsupported shim bootstrap version 4"):
         bundle.connection()
+
+
+def test_unknown_shim_generation_is_reported_never_deleted(node: Node) -> None:
+    """A bundle whose bootstrap params are from a newer shim generation (version 4, or
+    another protocol) is reported; gc and load never delete it; delete says NotImplemented."""
+    import json as _json
+
+    from tests.helpers import run_cli
+
+    for task_id, doc in (
+        ("v4", {"version": 4, "address": "unix:///run/containerd/s/nope", "protocol": "ttrpc"}),
+        ("grpc", {"version": 3, "address": "unix:///run/containerd/s/nope", "protocol": "grpc"}),
+    ):
+        bundle = node.bundle(task_id)
+        (bundle / "rootfs").mkdir(parents=True)
+        (bundle / "bootstrap.json").write_text(_json.dumps(doc))
+        (bundle / "shim-binary-path").write_text("/usr/bin/containerd-shim-runc-v2")
+    for command in (["gc", "--min-age", "0"], ["load", "--force"]):
+        proc = run_cli(node, "-n", "default", *command, "--json")
+        assert proc.returncode == 0, proc.stderr
+        found = {f["id"]: f for f in _json.loads(proc.stdout)["result"]["findings"]}
+        for task_id in ("v4", "grpc"):
+            assert found[task_id]["kind"] == "unsafe", found[task_id]
+            assert "upgrade shimctl" in found[task_id]["reason"]
+            assert node.bundle(task_id).is_dir()
+    proc = run_cli(node, "delete", "v4")
+    assert proc.returncode == 8 and "version 4" in proc.stderr
+    assert node.bundle("v4").is_dir()
