@@ -11,6 +11,7 @@ from shimctl.bundle import Bundle
 from shimctl.errors import InvalidArgument, NotImplementedByShim
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
+from tests.helpers import Node, run_cli
 
 ADDR = "unix:///run/containerd/s/" + "ab" * 32
 
@@ -151,22 +152,18 @@ def test_connection_version_4_in_file(bundle: Bundle) -> None:
 def test_unknown_shim_generation_is_reported_never_deleted(node: Node) -> None:
     """A bundle whose bootstrap params are from a newer shim generation (version 4, or
     another protocol) is reported; gc and load never delete it; delete says NotImplemented."""
-    import json as _json
-
-    from tests.helpers import run_cli
-
     for task_id, doc in (
         ("v4", {"version": 4, "address": "unix:///run/containerd/s/nope", "protocol": "ttrpc"}),
         ("grpc", {"version": 3, "address": "unix:///run/containerd/s/nope", "protocol": "grpc"}),
     ):
         bundle = node.bundle(task_id)
         (bundle / "rootfs").mkdir(parents=True)
-        (bundle / "bootstrap.json").write_text(_json.dumps(doc))
+        (bundle / "bootstrap.json").write_text(json.dumps(doc))
         (bundle / "shim-binary-path").write_text("/usr/bin/containerd-shim-runc-v2")
     for command in (["gc", "--min-age", "0"], ["load", "--force"]):
         proc = run_cli(node, "-n", "default", *command, "--json")
         assert proc.returncode == 0, proc.stderr
-        found = {f["id"]: f for f in _json.loads(proc.stdout)["result"]["findings"]}
+        found = {f["id"]: f for f in json.loads(proc.stdout)["result"]["findings"]}
         for task_id in ("v4", "grpc"):
             assert found[task_id]["kind"] == "unsafe", found[task_id]
             assert "upgrade shimctl" in found[task_id]["reason"]
