@@ -13,11 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests import helpers
 from tests.helpers import LEAK_PROPERTY, Node
+
+if TYPE_CHECKING:
+    from tests.safetykit import Fakes
+    from tests.tasks import Started
 
 helpers.ensure_sbin_on_path()
 
@@ -100,3 +105,27 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from tests.generations import all_generations
 
     return [g.describe() for g in all_generations()]
+
+
+@pytest.fixture
+def started(node: Node) -> Iterator[Started]:
+    """What the test starts (shims, tasks, containers), stopped by PID at its end."""
+    from tests.tasks import Started
+
+    s = Started(node)
+    try:
+        yield s
+    finally:
+        s.stop_all()
+
+
+@pytest.fixture
+def fakes(node: Node) -> Iterator[Fakes]:
+    """Fake shim processes (tests/fakeshim.py) for faults the real shim cannot show."""
+    from tests.safetykit import Fakes
+
+    f = Fakes(node)
+    try:
+        yield f
+    finally:
+        f.stop_all()

@@ -20,15 +20,6 @@ from tests.helpers import Node, run_cli
 from tests.tasks import Started, create_task, spec_file, stop_task
 
 
-@pytest.fixture
-def started(node: Node) -> Iterator[Started]:
-    s = Started(node)
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
 @contextlib.contextmanager
 def refusing_event_receiver(path: str) -> Iterator[None]:
     """A listener at the ttrpc address that closes every connection: the shim's event

@@ -9,7 +9,6 @@ import fcntl
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,24 +36,6 @@ pytestmark = pytest.mark.real
 
 NS = "default"
 KILLED = -signal.SIGKILL
-
-
-@pytest.fixture
-def started(node: Node) -> Iterator[Started]:
-    s = Started(node)
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
-@pytest.fixture
-def fakes(node: Node) -> Iterator[Fakes]:
-    f = Fakes(node)
-    try:
-        yield f
-    finally:
-        f.stop_all()
 
 
 def crash(node: Node, step: str, *args: str) -> None:

@@ -32,24 +32,6 @@ from tests.tasks import Started, start_shim
 NS = "default"
 
 
-@pytest.fixture
-def fakes(node: Node) -> Iterator[Fakes]:
-    f = Fakes(node)
-    try:
-        yield f
-    finally:
-        f.stop_all()
-
-
-@pytest.fixture
-def started(node: Node) -> Iterator[Started]:
-    s = Started(node)
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
 @contextlib.contextmanager
 def tmpfs(where: Path, *options: str) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
@@ -234,14 +216,17 @@ def test_junk_address_files_never_block_and_nothing_outside_is_touched(
     listed = cli(node, "--timeout", "1", "list", "--json", timeout=30)
     clean_exit(listed, 0)
     found = findings(listed)
+    # Params of a shim generation shimctl does not know: reported, never deleted (issue 5).
+    future = {"json-future"}
     for name in cases:
         # No shim process of theirs lives: garbage, cleaned by the delete verb or by hand.
-        assert found[(NS, name)]["kind"] in ("dead", "unknown-runtime"), found[(NS, name)]
+        expected = ("unsafe",) if name in future else ("dead", "unknown-runtime")
+        assert found[(NS, name)]["kind"] in expected, found[(NS, name)]
     gc = cli(node, "--timeout", "1", "gc", "--min-age", "0", "--json", timeout=30)
     clean_exit(gc, 0)
     for name in cases:
-        assert not os.path.lexists(node.bundle(name)), name
-        assert not os.path.lexists(node.workdir(name)), name
+        assert os.path.lexists(node.bundle(name)) == (name in future), name
+        assert os.path.lexists(node.workdir(name)) == (name in future), name
     assert snapshot(precious) == before
     again = cli(node, "--timeout", "1", "gc", "--min-age", "0", "--json")
     clean_exit(again, 0)

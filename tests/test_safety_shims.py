@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,15 +51,6 @@ LATER = {
     "shutdown-exit": ({"Shutdown": "exit"}, "leaked"),
     "shutdown-silent": ({"Shutdown": "silent"}, "leaked"),
 }
-
-
-@pytest.fixture
-def fakes(node: Node) -> Iterator[Fakes]:
-    f = Fakes(node)
-    try:
-        yield f
-    finally:
-        f.stop_all()
 
 
 def fake_bundle(fakes: Fakes, task_id: str, faults: dict[str, str], **kw: object) -> FakeProc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,6 @@ def cli(node: Node, *args: str, env: dict[str, str] | None = None) -> Any:
         check=False,
     )
     return proc
-
-
-@pytest.fixture
-def started(node: Node) -> Iterator[Started]:
-    s = Started(node)
-    try:
-        yield s
-    finally:
-        s.stop_all()
 
 
 def test_version_reports_everything(node: Node) -> None:
