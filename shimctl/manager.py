@@ -197,7 +197,7 @@ class ShimManager:
             if shim.namespace == bundle.namespace and shim.cwd == str(bundle.path):
                 procs.terminate(shim.ref, grace=s.timeouts.shutdown)
         if boot is not None:
-            sockets.remove_if_stale(boot.address, s.socket_dir)
+            sockets.remove_if_stale(boot.address, s.socket_dir, settle=1.0)
         with contextlib.suppress(ShimctlError, OSError):
             bundle.delete()
 
@@ -233,8 +233,12 @@ class ShimManager:
                 method, stopped = "shim-binary", True
             bundle.delete()
             # A shim that died in Shutdown (rather than exiting cleanly) leaves its socket.
-            stale = method == "task-api" and stopped and boot is not None
-            if stale and boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir):
+            if (
+                method == "task-api"
+                and stopped
+                and boot is not None
+                and sockets.remove_if_stale(boot.address, s.socket_dir)
+            ):
                 notes.append("removed the stopped shim's stale socket")
         return DeleteResult(
             id=id,
@@ -298,7 +302,8 @@ class ShimManager:
             notes.append(f"stopped unresponsive shim {shim.ref.pid}")
         exit_ = lifecycle.run_delete_verb(s, bundle, notes)
         checkpoint("delete:verb-run")
-        if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir):
+        settle = 1.0 if live else 0.0  # a shim we just killed may hold its socket a moment
+        if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir, settle=settle):
             notes.append("removed the dead shim's socket")
         return exit_
 
