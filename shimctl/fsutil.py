@@ -7,8 +7,6 @@ with explicit modes, so the result does not depend on the caller's umask.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import re
@@ -16,9 +14,13 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shimctl.errors import FailedPrecondition, InvalidArgument, Unsafe
 from shimctl.faults import checkpoint
+
+if TYPE_CHECKING:
+    import ctypes
 
 # Bundle files are tiny; a bigger one is junk and is not read whole.
 MAX_SMALL_FILE = 64 * 1024
@@ -139,9 +141,13 @@ _UMOUNT_NOFOLLOW = 8  # linux/fs.h: do not follow a symlink in the last componen
 def _umount2(target: str, flags: int) -> int:
     global _libc
     if _libc is None:
+        import ctypes.util  # only an unmount needs libc
+
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     if _libc.umount2(target.encode(), flags) == 0:
         return 0
+    import ctypes
+
     return ctypes.get_errno()
 
 

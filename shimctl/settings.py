@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -139,6 +138,8 @@ def read_containerd_config(path: Path) -> ContainerdConfig:
             hint="pass --config with a readable file",
         ) from None
     try:
+        import tomllib  # only when a config file exists
+
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InvalidArgument(

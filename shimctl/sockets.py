@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import posixpath
 import socket
@@ -25,6 +24,8 @@ class SocketState(Enum):
 def derive_address(containerd_address: str, namespace: str, key: str, socket_dir: Path) -> str:
     """The address a runc-style shim derives: sha256 of Go filepath.Join(address, ns, key)."""
     joined = posixpath.normpath("/".join(p for p in (containerd_address, namespace, key) if p))
+    import hashlib  # only orphan and 2.x-crash handling need it; keep start's imports small
+
     digest = hashlib.sha256(joined.encode()).hexdigest()
     return f"unix://{socket_dir}/{digest}"
 
