@@ -175,7 +175,7 @@ class Bundle:
         """
         bundle = cls.locate(settings, namespace, id)
         for top in (settings.task_state, settings.task_root):
-            _makedirs(top)
+            fsutil.makedirs_mode(top, DIR_MODE)
         fsutil.mkdir_mode(bundle.path.parent, DIR_MODE, exist_ok=True)
         try:
             fsutil.mkdir_mode(bundle.path, BUNDLE_MODE, exist_ok=False)
@@ -262,14 +262,3 @@ class Bundle:
             ) from None
         if bundle_err is not None:
             raise bundle_err
-
-
-def _makedirs(path: Path) -> None:
-    """mkdir -p with mode 0711 for what we create (the manager's plugin dirs)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        fsutil.mkdir_mode(d, DIR_MODE, exist_ok=True)

@@ -45,12 +45,23 @@ def apply(
         state_lock(settings.task_state),
         ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(todo))) as pool,
     ):
-        list(pool.map(counted(lambda f: _run(settings, f), "apply", len(todo), progress), todo))
+        # One /proc scan under the lock serves every dead-shim re-check: no shimctl can start
+        # a shim for an existing bundle meanwhile, and a dead process does not come back.
+        needs_scan = any(f.action == Action.DELETE_DEAD for f in todo)
+        shims = procs.find_shims(settings.address) if needs_scan else []
+
+        def run(f: Finding) -> None:
+            _run(settings, f, shims)
+
+        list(pool.map(counted(run, "apply", len(todo), progress), todo))
 
 
-def _run(settings: Settings, f: Finding) -> None:
+def _run(settings: Settings, f: Finding, shims: list[procs.ShimProcess]) -> None:
     try:
-        _ACTIONS[f.action](settings, f)
+        if f.action == Action.DELETE_DEAD:
+            _delete_dead(settings, f, shims)
+        else:
+            _ACTIONS[f.action](settings, f)
         f.outcome = "done"
         checkpoint("gc:action-done")
     except Skip as why:
@@ -115,9 +126,16 @@ def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) ->
             f.notes.append("shared shim: not shut down")
 
 
-def _dead_shim_gone(settings: Settings, bundle: Bundle, *, wait: float = 0.0) -> None:
+def _dead_shim_gone(
+    settings: Settings,
+    bundle: Bundle,
+    *,
+    wait: float = 0.0,
+    shims: list[procs.ShimProcess] | None = None,
+) -> None:
     """Re-verify: nothing answers on the bundle's address and no shim process of it lives
-    (waiting up to `wait` seconds for a dying one to go)."""
+    (waiting up to `wait` seconds for a dying one to go). `shims`: a scan already made under
+    the lock; None scans now."""
     boot = None
     with contextlib.suppress(ShimctlError):
         boot = bundle.connection()
@@ -125,15 +143,15 @@ def _dead_shim_gone(settings: Settings, bundle: Bundle, *, wait: float = 0.0) ->
         path = sockets.socket_path(boot.address)
         if path is not None and sockets.probe(path) is sockets.SocketState.LISTENING:
             raise Skip("its socket accepts connections again")
-    for shim in procs.find_shims(settings.address):
+    for shim in procs.find_shims(settings.address) if shims is None else shims:
         mine = shim.namespace == bundle.namespace and shim.cwd == str(bundle.path)
         if mine and not procs.wait_gone(shim.ref, wait):
             raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
 
 
-def _delete_dead(settings: Settings, f: Finding) -> None:
+def _delete_dead(settings: Settings, f: Finding, shims: list[procs.ShimProcess]) -> None:
     bundle = _bundle(settings, f)
-    _dead_shim_gone(settings, bundle)
+    _dead_shim_gone(settings, bundle, shims=shims)
     lifecycle.run_delete_verb(settings, bundle, f.notes)
     checkpoint("gc:verb-run")
     bundle.delete()
@@ -214,7 +232,6 @@ def _kill_hung(settings: Settings, f: Finding) -> None:
 
 _ACTIONS = {
     Action.DELETE_TASK: _delete_task,
-    Action.DELETE_DEAD: _delete_dead,
     Action.DELETE_BUNDLE: _delete_bundle,
     Action.REMOVE: _remove,
     Action.SHUTDOWN: _shutdown_orphan,

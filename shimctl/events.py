@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shimctl import identifiers
+from shimctl import fsutil, identifiers
 from shimctl.errors import FailedPrecondition, InvalidArgument
 from shimctl.models import Event, EventsResult
 from shimctl.settings import Settings
@@ -68,7 +68,7 @@ def _locked_journal(path: Path) -> Iterator[int]:
     """The journal opened for append under its flock; the fd is re-opened if another writer
     rotated the file while we waited for the lock."""
     try:
-        os.makedirs(path.parent, mode=0o711, exist_ok=True)
+        fsutil.makedirs_mode(path.parent, 0o711)
     except OSError as err:
         raise FailedPrecondition(
             f"cannot create {path.parent}: {err.strerror}",

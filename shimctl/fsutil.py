@@ -110,6 +110,18 @@ def mkdir_mode(path: Path, mode: int, *, exist_ok: bool) -> None:
     os.chmod(path, mode)
 
 
+def makedirs_mode(path: Path, mode: int) -> None:
+    """mkdir -p giving each directory it creates exactly `mode`, whatever the umask (the
+    manager's plugin dirs are 0711); existing ones are left as they are."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        mkdir_mode(d, mode, exist_ok=True)
+
+
 def mount_points_under(path: Path) -> list[str]:
     """Mount points at or below `path`, from /proc/self/mountinfo.
 

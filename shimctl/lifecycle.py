@@ -106,14 +106,7 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
         return None
     try:
         check_executable(runtime)
-        shim = binary.ShimBinary(
-            path=runtime,
-            namespace=bundle.namespace,
-            id=bundle.id,
-            address=settings.address,
-            publish_binary=settings.publish_binary,
-            ttrpc_address=settings.ttrpc_address,
-        )
+        shim = binary.ShimBinary.for_settings(settings, runtime, bundle.namespace, bundle.id)
         exit_ = binary.run_delete(shim, bundle.path, timeout=settings.timeouts.cleanup)
     except ShimctlError as err:
         notes.append(f"delete verb failed: {err}")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shimctl import fsutil
 from shimctl.errors import DeadlineExceeded, FailedPrecondition
 
 LOCK_NAME = ".shimctl.lock"
@@ -22,7 +23,7 @@ LOCK_NAME = ".shimctl.lock"
 @contextmanager
 def state_lock(task_state: Path, *, timeout: float = 30.0) -> Iterator[None]:
     try:
-        os.makedirs(task_state, mode=0o711, exist_ok=True)
+        fsutil.makedirs_mode(task_state, 0o711)
         fd = os.open(task_state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as err:
         raise FailedPrecondition(

@@ -43,19 +43,6 @@ class ShimManager:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _shim_binary(self, runtime_path: str, namespace: str, id: str) -> binary.ShimBinary:
-        s = self.settings
-        return binary.ShimBinary(
-            path=runtime_path,
-            namespace=namespace,
-            id=id,
-            address=s.address,
-            publish_binary=s.publish_binary,
-            ttrpc_address=s.ttrpc_address,
-            debug=s.debug,
-            sched_core=s.sched_core,
-        )
-
     def _dial(self, boot: Bootstrap, namespace: str) -> TaskClient:
         return TaskClient.connect(
             boot.address,
@@ -100,7 +87,7 @@ class ShimManager:
         with state_lock(s.task_state):
             Bundle.create(s, bundle.namespace, id, spec, remapped_gid(spec_doc))
             checkpoint("start:bundle-created")
-            shim = self._shim_binary(runtime_path, bundle.namespace, id)
+            shim = binary.ShimBinary.for_settings(s, runtime_path, bundle.namespace, id)
             boot: Bootstrap | None = None
             try:
                 with LogDrain(bundle.open_log_fifo(), echo=s.debug):

@@ -7,7 +7,6 @@ or live shim's bundle is never deleted under it.
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 
 from shimctl.inspect import ANSWERED, UNRESPONSIVE, BundleEvidence, Inventory
@@ -32,7 +31,8 @@ def plan(
     findings = [
         _decide(ev, groups, named, mode=mode, kill_hung=kill_hung) for ev in inventory.bundles
     ]
-    findings += [_copy(f) for f in inventory.others]
+    # The inventory is made for this one plan: its findings are taken, not copied.
+    findings += inventory.others
     for f in findings:
         if f.action in KEEP_ACTIONS:
             continue
@@ -44,10 +44,6 @@ def plan(
             f.notes.append(f"younger than {STALE_SOCKET_MIN_AGE:g}s: may be a shim starting")
             f.action = Action.KEEP
     return findings
-
-
-def _copy(f: Finding) -> Finding:
-    return copy.deepcopy(f)
 
 
 def _socket_key(address: str) -> str:
