@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shimctl import lifecycle, procs, sockets
 from shimctl.bundle import Bundle
-from shimctl.errors import NotFound, ShimClosed, ShimctlError, Unavailable, Unsafe
+from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
 from shimctl.faults import checkpoint
 from shimctl.fsutil import is_within, remove_tree
 from shimctl.lock import state_lock
@@ -83,9 +83,10 @@ def _delete_task(settings: Settings, f: Finding) -> None:
     bundle = _bundle(settings, f)
     try:
         _delete_task_through_shim(settings, f, bundle)
-    except ShimClosed as err:
-        # The shim died while answering (containerd's ErrClosed): clean it up as a dead one.
-        f.notes.append(f"the shim went away mid-call ({err}); cleaned as dead")
+    except Unavailable as err:
+        # The shim died since inspection or while answering (containerd's ErrClosed; or a
+        # crashed shimctl had already shut it down): clean it up as a dead one, re-verified.
+        f.notes.append(f"the shim went away ({err}); cleaned as dead")
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
         lifecycle.run_delete_verb(settings, bundle, f.notes)
     bundle.delete()
@@ -136,17 +137,18 @@ def _dead_shim_gone(
     """Re-verify: nothing answers on the bundle's address and no shim process of it lives
     (waiting up to `wait` seconds for a dying one to go). `shims`: a scan already made under
     the lock; None scans now."""
+    # Processes first, then the socket: a dying shim's socket accepts until it has let go.
+    for shim in procs.find_shims(settings.address) if shims is None else shims:
+        mine = shim.namespace == bundle.namespace and shim.cwd == str(bundle.path)
+        if mine and not procs.wait_gone(shim.ref, wait):
+            raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
     boot = None
     with contextlib.suppress(ShimctlError):
         boot = bundle.connection()
     if boot is not None:
         path = sockets.socket_path(boot.address)
-        if path is not None and sockets.probe(path) is sockets.SocketState.LISTENING:
+        if path is not None and sockets.settle_state(path, wait) is sockets.SocketState.LISTENING:
             raise Skip("its socket accepts connections again")
-    for shim in procs.find_shims(settings.address) if shims is None else shims:
-        mine = shim.namespace == bundle.namespace and shim.cwd == str(bundle.path)
-        if mine and not procs.wait_gone(shim.ref, wait):
-            raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
 
 
 def _delete_dead(settings: Settings, f: Finding, shims: list[procs.ShimProcess]) -> None:

@@ -218,6 +218,10 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
             try:
                 info = lifecycle.connect_verified(client, ev.id, ev.path, ev.namespace, settings)
             except Unsafe as err:
+                if _shim_exited_meanwhile(ev.boot.address):
+                    # It answered, then exited (a concurrent delete): dead, re-checked later.
+                    ev.probe, ev.probe_error = REFUSED, f"the shim exited while probed ({err})"
+                    return
                 ev.unsafe = f"its address leads to a shim that is not its own: {err}"
                 ev.probe = ANSWERED
                 return
@@ -239,6 +243,12 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
     finally:
         if log_fd is not None:
             os.close(log_fd)
+
+
+def _shim_exited_meanwhile(address: str) -> bool:
+    """True when nothing accepts on `address` any more: the process that answered is gone."""
+    path = sockets.socket_path(address)
+    return path is not None and sockets.probe(path) is not sockets.SocketState.LISTENING
 
 
 def _open_log_fifo(path: Path) -> int | None:

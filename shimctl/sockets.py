@@ -67,6 +67,16 @@ def probe_address(address: str) -> SocketState:
     return probe(path) if path is not None else SocketState.MISSING
 
 
+def settle_state(path: Path, settle: float) -> SocketState:
+    """Probe `path`, re-probing for up to `settle` seconds while it still accepts: a dying
+    process lets go of its listening socket only after it stops looking alive (its argv is
+    gone, its threads are still closing files)."""
+    deadline = time.monotonic() + settle
+    while (state := probe(path)) is SocketState.LISTENING and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return state
+
+
 def remove_if_stale(address: str, socket_dir: Path, *, settle: float = 0.0) -> bool:
     """Unlink the socket file behind `address` if it is in `socket_dir` and refuses
     connections. True if a file was removed.
@@ -76,10 +86,7 @@ def remove_if_stale(address: str, socket_dir: Path, *, settle: float = 0.0) -> b
     path = socket_path(address)
     if path is None or not is_within(path, socket_dir) or path.parent != socket_dir:
         return False
-    deadline = time.monotonic() + settle
-    while (state := probe(path)) is SocketState.LISTENING and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if state is not SocketState.REFUSED:
+    if settle_state(path, settle) is not SocketState.REFUSED:
         return False
     try:
         os.unlink(path)

@@ -21,6 +21,8 @@ behaviour:
   drip         answer one byte every 0.2 s
   die          close the connection as soon as a request arrives
   exit         end the whole process at once (os._exit), mid-call, leaving its socket file
+  vanish       (ShimServer only) remove the socket, answer as usual, and exit once the client
+               hangs up: a shim caught exiting (a concurrent delete) while it is probed
 
 `ShimServer` is a fake *shim*: it serves the task API the way a runc shim with no task does
 (Connect with its pid, NotFound for Pids/State/Delete, Shutdown removes its socket and exits),
@@ -175,6 +177,10 @@ class FakeShim:
             return
         finally:
             conn.close()
+            self._hung_up()
+
+    def _hung_up(self) -> None:
+        """A client connection ended."""
 
     def _answer(self, conn: socket.socket, sid: int, req: ttrpc_pb2.Request, n: int) -> bool:
         return self._answer_as(self.behaviour, conn, sid, req, n)
@@ -262,9 +268,20 @@ class ShimServer(FakeShim):
         self.marker_dir = marker_dir
         self.name = name
         self.exit_on_shutdown = exit_on_shutdown
+        self.vanishing = False
+
+    def _hung_up(self) -> None:
+        if self.vanishing and self.exit_on_shutdown:
+            os._exit(0)
 
     def _answer(self, conn: socket.socket, sid: int, req: ttrpc_pb2.Request, n: int) -> bool:
         fault = self.faults.get(req.method, self.faults.get("*"))
+        if fault == "vanish":
+            if not self.path.startswith("@"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+            self.vanishing = True
+            fault = None
         if fault == "silent" and self.marker_dir:
             return self._hang_counting(conn)
         if fault is not None:

@@ -233,3 +233,33 @@ def test_gc_killed_at_every_step_converges_and_changes_nothing_else(
     assert found[(NS, "running1")]["kind"] == "running"
     assert found[(NS, "hung1")]["kind"] == "hung"
     assert found[(NS, "unsafe1")]["kind"] == "unsafe"
+
+
+def test_gc_cleans_a_leaked_shim_that_died_between_plan_and_action(
+    node: Node, started: Started
+) -> None:
+    """gc plans a delete-task for a live leaked shim; before the action runs, the shim dies
+    (a gc killed mid-action had already shut it down). Under the lock the action finds the
+    socket refusing and cleans the bundle as a dead shim's instead of failing."""
+    from shimctl import cleanup, inspect, plan
+    from shimctl.models import Action, Kind
+    from shimctl.settings import Settings
+
+    pid = started.process(start_shim(node, "lk")["shim_pid"])
+    settings = Settings(
+        root=node.root, state=node.state, address=node.address, namespace_given=True
+    )
+    planned = plan.plan(inspect.collect(settings), mode="gc", min_age=0)
+    (f,) = [f for f in planned if f.id == "lk"]
+    assert (f.kind, f.action) == (Kind.LEAKED, Action.DELETE_TASK)
+
+    os.kill(pid, signal.SIGKILL)  # our own shim, started above: its socket stays, refusing
+    assert wait_gone(pid, None)
+    assert derived_socket(node, "lk").is_socket()
+    cleanup.apply(settings, planned, dry_run=False)
+
+    assert f.outcome == "done", (f.outcome, f.error)
+    assert any("cleaned as dead" in note for note in f.notes), f.notes
+    assert not os.path.lexists(node.bundle("lk"))
+    assert not os.path.lexists(node.workdir("lk"))
+    assert not os.path.lexists(derived_socket(node, "lk"))

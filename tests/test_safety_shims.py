@@ -6,6 +6,7 @@ in benchmarks/)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_gc_and_load_go_on_past_hostile_shims(
     cleaned = ["healthy", "deadb", "conn-exit", "pids-exit", "delete-exit", "shutdown-exit"]
     failed = ["delete-silent", "delete-garbage", "shutdown-silent"]
     for task_id in cleaned:
-        assert found[task_id]["outcome"] == "done", found[task_id]
+        assert found[task_id]["outcome"] == "done", (task_id, found[task_id])
         assert not os.path.lexists(node.bundle(task_id)), task_id
         assert not os.path.lexists(node.workdir(task_id)), task_id
         # A shim that died mid-call leaves its socket: it is removed with the bundle.
@@ -223,3 +224,31 @@ def test_hung_shims_are_probed_concurrently(node: Node, fakes: Fakes, tmp_path: 
         assert not list(markers.glob("*.open"))
     assert all(p.alive() for p in procs)
     assert not node.bundle("healthy").exists()
+
+
+def test_a_shim_that_exits_while_probed_is_dead_not_unsafe(node: Node, fakes: Fakes) -> None:
+    """A shim caught exiting (a concurrent delete shut it down) answers Connect, then its pid
+    no longer names a live shim. With its socket gone that is a dead shim, not one that lies
+    about who it is; with its socket still listening it stays unsafe."""
+    reaped = subprocess.Popen(["true"])  # a PID that no longer runs
+    reaped.wait()
+    exiting = fake_bundle(fakes, "exiting", {"Connect": "vanish"}, pid=reaped.pid)
+    liar = fake_bundle(fakes, "liar", {}, pid=reaped.pid)
+
+    proc = cli(node, "-n", NS, *T, "list", "--json")
+    clean_exit(proc, 0)
+    found = {key[1]: f for key, f in findings(proc).items()}
+    assert found["exiting"]["kind"] == "dead", found["exiting"]
+    assert "exited while probed" in str(found["exiting"]["reason"]), found["exiting"]
+    assert found["liar"]["kind"] == "unsafe", found["liar"]
+    assert liar.alive()
+
+    # The fake ends when the prober hangs up; gc then cleans its bundle as a dead shim's.
+    assert wait_gone(exiting.pid, exiting.create_time)
+    proc = cli(node, "-n", NS, *T, "gc", "--min-age", "0", "--json")
+    clean_exit(proc, 0)
+    found = {key[1]: f for key, f in findings(proc).items()}
+    assert found["exiting"]["outcome"] == "done", found["exiting"]
+    assert not os.path.lexists(node.bundle("exiting"))
+    assert not os.path.lexists(node.workdir("exiting"))
+    assert node.bundle("liar").is_dir() and liar.alive()
