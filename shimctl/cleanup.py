@@ -14,7 +14,7 @@ from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
 from shimctl.faults import checkpoint
 from shimctl.fsutil import is_within, remove_tree
 from shimctl.lock import state_lock
-from shimctl.models import Action, Finding, Kind
+from shimctl.models.findings import Action, Finding, Kind
 from shimctl.plan import KEEP_ACTIONS
 from shimctl.progress import ProgressFn, counted
 from shimctl.settings import Settings

@@ -13,7 +13,8 @@ from pathlib import Path
 from shimctl import sockets
 from shimctl.errors import ShimctlError
 from shimctl.lock import LOCK_NAME
-from shimctl.models import Check, CheckStatus, DoctorReport, Kind
+from shimctl.models.findings import Kind
+from shimctl.models.info import Check, CheckStatus, DoctorReport
 from shimctl.runtime import check_executable, resolve_runtime_path
 from shimctl.settings import DEFAULT_CONFIG, DEFAULT_RUNTIME, Settings
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shimctl import fsutil, identifiers
 from shimctl.errors import FailedPrecondition, InvalidArgument
-from shimctl.models import Event, EventsResult
+from shimctl.models.info import Event, EventsResult
 from shimctl.settings import Settings
 
 JOURNAL_NAME = ".shimctl-events.jsonl"

@@ -23,7 +23,7 @@ from shimctl.errors import (
     Unavailable,
     Unsafe,
 )
-from shimctl.models import Action, Finding, Kind
+from shimctl.models.findings import Action, Finding, Kind
 from shimctl.progress import ProgressFn, counted
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap

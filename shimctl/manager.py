@@ -1,13 +1,14 @@
 """ShimManager: start and delete shims the way containerd's manager does, more carefully.
 
-Each operation returns a typed result (models.py) and never prints. Every mutation of the state
-dir happens under the state lock.
+Each operation returns a typed result (shimctl/models/) and never prints. Every mutation of
+the state dir happens under the state lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shimctl import identifiers, lifecycle, procs, sockets
 from shimctl.bundle import SANDBOX, Bundle
@@ -24,7 +25,7 @@ from shimctl.errors import (
 )
 from shimctl.faults import checkpoint
 from shimctl.lock import state_lock
-from shimctl.models import DeleteResult, Finding, ReconcileReport, StartResult
+from shimctl.models.results import DeleteResult, StartResult
 from shimctl.progress import ProgressFn
 from shimctl.runtime import check_executable, resolve_runtime_path
 from shimctl.settings import DEFAULT_RUNTIME, Settings
@@ -33,6 +34,9 @@ from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 from shimctl.shim.logfifo import LogDrain
 from shimctl.shim.task import Exit, TaskClient, validate_any
 from shimctl.spec import default_spec, encode_spec, parse_spec, remapped_gid
+
+if TYPE_CHECKING:  # list/load/gc import them when they run; start and delete never do
+    from shimctl.models.findings import Finding, ReconcileReport
 
 
 class ShimManager:
@@ -341,6 +345,8 @@ class ShimManager:
 def summarize(
     mode: str, dry_run: bool, findings: list[Finding], duration: float
 ) -> ReconcileReport:
+    from shimctl.models.findings import ReconcileReport
+
     counts: dict[str, int] = {}
     actions: dict[str, int] = {}
     for f in findings:

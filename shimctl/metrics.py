@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from shimctl.errors import InvalidArgument
-from shimctl.models import Kind, ReconcileReport
+from shimctl.models.findings import Kind, ReconcileReport
 
 PREFIX = "shimctl_gc_"
 _LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from shimctl.inspect import ANSWERED, UNRESPONSIVE, BundleEvidence, Inventory
-from shimctl.models import Action, Finding, Kind
+from shimctl.models.findings import Action, Finding, Kind
 from shimctl.sockets import socket_path
 
 LIST, LOAD, GC = "list", "load", "gc"

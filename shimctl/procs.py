@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from shimctl.errors import Unsafe
 
@@ -28,14 +27,15 @@ else:
 _VERBS = {"start", "delete"}
 
 
-@dataclass(frozen=True)
-class ProcessRef:
+# NamedTuples: immutable, and cheap to define on every run's import path.
+class ProcessRef(NamedTuple):
+    """A process identified by PID *and* start time: a reused PID is another process."""
+
     pid: int
     create_time: float
 
 
-@dataclass(frozen=True)
-class ShimProcess:
+class ShimProcess(NamedTuple):
     ref: ProcessRef
     namespace: str
     id: str

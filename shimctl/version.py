@@ -14,7 +14,7 @@ import subprocess
 
 from shimctl import __version__, fsutil
 from shimctl.errors import ShimctlError
-from shimctl.models import ComponentVersion, VersionInfo
+from shimctl.models.info import ComponentVersion, VersionInfo
 from shimctl.runtime import resolve_runtime_path
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 

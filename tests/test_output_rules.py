@@ -122,7 +122,7 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 
 
 def test_doctor_checklist_on_a_colour_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shimctl.models import Check, DoctorReport
+    from shimctl.models.info import Check, DoctorReport
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     out = FakeTTY()

@@ -25,7 +25,8 @@ from shimctl.errors import (
     Unsafe,
     from_grpc_code,
 )
-from shimctl.models import DeleteResult, Finding, ReconcileReport
+from shimctl.models.findings import Finding, ReconcileReport
+from shimctl.models.results import DeleteResult
 from shimctl.render import Renderer
 from tests.helpers import Node, run_cli
 
