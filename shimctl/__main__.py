@@ -1,3 +1,3 @@
-from shimctl.cli import main
+from shimctl.cli import entry
 
-main()
+entry()

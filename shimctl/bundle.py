@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,11 +87,14 @@ class Bundle:
         except FileNotFoundError:
             return None
 
-    def connection(self) -> Bootstrap | None:
+    def connection(self, entries: Collection[str] | None = None) -> Bootstrap | None:
         """How to reach this bundle's shim: `bootstrap.json` if present, else `address` (a bare
         address or bootstrap JSON). None when neither holds anything; junk raises
-        InvalidArgument naming the file."""
+        InvalidArgument naming the file. `entries`: the bundle's listing, if already made
+        (files not in it are not tried)."""
         for name in (BOOTSTRAP, ADDRESS):
+            if entries is not None and name not in entries:
+                continue
             text = self.read_text(name)
             if text is not None:
                 return parse_bootstrap(text, source=str(self.path / name))

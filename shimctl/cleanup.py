@@ -89,9 +89,15 @@ def _delete_task(settings: Settings, f: Finding) -> None:
         f.notes.append(f"the shim went away ({err}); cleaned as dead")
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
         lifecycle.run_delete_verb(settings, bundle, f.notes)
+    _remove_dead_socket(settings, f)
     bundle.delete()
-    # A shim that died mid-call or in Shutdown leaves its socket; a live one is not touched.
-    if f.address and sockets.remove_if_stale(f.address, settings.socket_dir):
+
+
+def _remove_dead_socket(settings: Settings, f: Finding, *, settle: float = 0.0) -> None:
+    """A shim that died (or died mid-call) leaves its socket; a live one is not touched.
+    Removed before the bundle: a run killed in between leaves the bundle, found dead again
+    next time, never a socket no bundle names."""
+    if f.address and sockets.remove_if_stale(f.address, settings.socket_dir, settle=settle):
         f.notes.append("removed its stale socket")
 
 
@@ -156,9 +162,8 @@ def _delete_dead(settings: Settings, f: Finding, shims: list[procs.ShimProcess])
     _dead_shim_gone(settings, bundle, shims=shims)
     lifecycle.run_delete_verb(settings, bundle, f.notes)
     checkpoint("gc:verb-run")
+    _remove_dead_socket(settings, f)
     bundle.delete()
-    if f.address and sockets.remove_if_stale(f.address, settings.socket_dir):
-        f.notes.append("removed its stale socket")
 
 
 def _delete_bundle(settings: Settings, f: Finding) -> None:
@@ -227,9 +232,8 @@ def _kill_hung(settings: Settings, f: Finding) -> None:
         raise Unsafe(f"shim {f.shim_pid} did not exit after SIGKILL")
     f.notes.append(f"stopped hung shim {f.shim_pid}")
     lifecycle.run_delete_verb(settings, bundle, f.notes)
+    _remove_dead_socket(settings, f, settle=1.0)
     bundle.delete()
-    if f.address:
-        sockets.remove_if_stale(f.address, settings.socket_dir, settle=1.0)
 
 
 _ACTIONS = {

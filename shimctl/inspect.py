@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shimctl import fsutil, identifiers, lifecycle, pool, procs, sockets
+from shimctl import fsutil, identifiers, procs, sockets
 from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.errors import (
     DeadlineExceeded,
@@ -24,7 +25,7 @@ from shimctl.errors import (
     Unsafe,
 )
 from shimctl.models.findings import Action, Finding, Kind
-from shimctl.progress import ProgressFn, counted
+from shimctl.progress import ProgressFn
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
 from shimctl.shim.ttrpc import parse_address
@@ -136,8 +137,15 @@ def namespaces(settings: Settings) -> list[str]:
     return sorted(names)
 
 
-def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvidence:
-    """Static evidence from the bundle's files (no sockets, no processes)."""
+def read_bundle(
+    settings: Settings,
+    ns: str,
+    id: str,
+    now: float,
+    runtime_problems: dict[str, str | None] | None = None,
+) -> BundleEvidence:
+    """Static evidence from the bundle's files (no sockets, no processes).
+    `runtime_problems`: verdicts on shim binaries already checked in this run, by path."""
     bundle = Bundle.locate(settings, ns, id)
     ev = BundleEvidence(ns, id, bundle.path, _age(bundle.path, now), entries=None)
     try:
@@ -155,8 +163,9 @@ def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvide
     if os.path.islink(bundle.path / "rootfs"):
         ev.unsafe = f"rootfs is a symlink to {os.readlink(bundle.path / 'rootfs')}"
         return ev
+    present = set(ev.entries)
     try:
-        ev.boot = bundle.connection()
+        ev.boot = bundle.connection(present)
         if ev.boot is not None:
             parse_address(ev.boot.address)  # one that cannot be dialled is no address at all
     except NotImplementedByShim as err:
@@ -168,18 +177,25 @@ def read_bundle(settings: Settings, ns: str, id: str, now: float) -> BundleEvide
     if ev.boot is not None:
         # The connection file is written last by a create: its age is the bundle's.
         for name in ("bootstrap.json", "address"):
-            if os.path.lexists(bundle.path / name):
+            if name in present:
                 ev.age = min(ev.age, _age(bundle.path / name, now))
                 break
     try:
-        ev.runtime = bundle.read_text(SHIM_BINARY_PATH)
-        ev.sandbox_of = bundle.read_text(SANDBOX)
+        if SHIM_BINARY_PATH in present:
+            ev.runtime = bundle.read_text(SHIM_BINARY_PATH)
+        if SANDBOX in present:
+            ev.sandbox_of = bundle.read_text(SANDBOX)
     except ShimctlError as err:
         ev.runtime_error = str(err)
     if ev.runtime is None and ev.runtime_error is None:
         ev.runtime_error = "no shim-binary-path"
     elif ev.runtime is not None and ev.runtime_error is None:
-        ev.runtime_error = _runtime_problem(ev.runtime)
+        if runtime_problems is None:
+            ev.runtime_error = _runtime_problem(ev.runtime)
+        else:
+            if ev.runtime not in runtime_problems:
+                runtime_problems[ev.runtime] = _runtime_problem(ev.runtime)
+            ev.runtime_error = runtime_problems[ev.runtime]
     return ev
 
 
@@ -196,16 +212,16 @@ def _runtime_problem(path: str) -> str | None:
 
 
 def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
-    """Ask the bundle's shim what it holds: Connect, Pids and State, each with the load
-    timeout. Fills ev in place; never raises for shim faults."""
+    """Ask one bundle's shim what it holds: Connect, Pids and State, each with the load
+    timeout, one after another (bundles without a connection file: the API version is
+    negotiated first). Fills ev in place; never raises for shim faults. Most bundles are
+    probed many at a time by `_probe_many` instead."""
     from shimctl.shim.task import TaskClient
 
     if ev.boot is None:
         ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
         return
     timeout = settings.timeouts.load
-    # Hold the log fifo open while probing, as containerd's loader does: a shim whose starter
-    # died before the shim opened its log is blocked in that open, and answers once it can.
     log_fd = _open_log_fifo(ev.path / "log")
     try:
         with TaskClient.connect(
@@ -215,34 +231,134 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
                 # No bootstrap params on disk: find the API version the shim speaks.
                 client.negotiate(ev.id, timeout=timeout)
                 ev.boot = Bootstrap(address=ev.boot.address, version=client.api_version)
-            try:
-                info = lifecycle.connect_verified(client, ev.id, ev.path, ev.namespace, settings)
-            except Unsafe as err:
-                if _shim_exited_meanwhile(ev.boot.address):
-                    # It answered, then exited (a concurrent delete): dead, re-checked later.
-                    ev.probe, ev.probe_error = REFUSED, f"the shim exited while probed ({err})"
-                    return
-                ev.unsafe = f"its address leads to a shim that is not its own: {err}"
-                ev.probe = ANSWERED
-                return
-            ev.shim_pid = info.shim_pid or None
-            try:
-                ev.task_pids = client.pids(ev.id, timeout=timeout)
-                ev.has_task = True
-                ev.task_status = client.state(ev.id, timeout=timeout).status
-            except NotFound:
-                ev.has_task = bool(ev.task_pids)
-            ev.probe = ANSWERED
-    except Unavailable as err:
-        ev.probe, ev.probe_error = REFUSED, str(err)
-    except DeadlineExceeded as err:
-        ev.probe, ev.probe_error = UNRESPONSIVE, str(err)
+            answers: list[Answer] = []
+            for call in (client.connect_info, client.pids, client.state):
+                try:
+                    answers.append(call(ev.id, timeout=timeout))
+                except ShimctlError as err:
+                    answers.append(err)  # after a broken call the rest fail at once
+            _judge(settings, ev, answers, known=None)
     except ShimctlError as err:
-        # Garbage, protocol errors, unexpected statuses: something is there; not provably dead.
-        ev.probe, ev.probe_error = UNRESPONSIVE, f"{err.kind}: {err}"
+        _probe_failed(ev, err)
     finally:
         if log_fd is not None:
             os.close(log_fd)
+
+
+Answer = object
+"""A decoded answer (ConnectInfo, list of pids, TaskState), raw bytes from the prober, or
+the ShimctlError the call ended with."""
+
+
+def _probe_failed(ev: BundleEvidence, err: ShimctlError) -> None:
+    if isinstance(err, Unavailable):  # refused, no socket, or the connection ended
+        ev.probe, ev.probe_error = REFUSED, str(err)
+    elif isinstance(err, DeadlineExceeded):
+        ev.probe, ev.probe_error = UNRESPONSIVE, str(err)
+    else:
+        # Garbage, protocol errors, unexpected statuses: something is there; not provably dead.
+        ev.probe, ev.probe_error = UNRESPONSIVE, f"{err.kind}: {err}"
+
+
+def _judge(
+    settings: Settings,
+    ev: BundleEvidence,
+    answers: Sequence[Answer],
+    *,
+    known: dict[int, procs.ShimProcess] | None,
+) -> None:
+    """Fill ev from the answers to Connect, Pids and State (in that order): the answering
+    process must be a shim of this bundle, checked against `known` (a /proc scan made after
+    the answers) or looked up. Raises the first call error that decides the outcome."""
+    from shimctl.shim import task
+
+    def value(answer: Answer, decode: Callable[[bytes], object]) -> object:
+        if isinstance(answer, ShimctlError):
+            raise answer
+        return decode(answer) if isinstance(answer, bytes) else answer
+
+    connect, pids, state = answers
+    info = value(connect, task.decode_connect)
+    assert isinstance(info, task.ConnectInfo)
+    assert ev.boot is not None
+    try:
+        procs.verify_shim(
+            info.shim_pid,
+            namespace=ev.namespace,
+            address=settings.address,
+            bundle=ev.path,
+            known=known,
+        )
+    except Unsafe as err:
+        if _shim_exited_meanwhile(ev.boot.address):
+            # It answered, then exited (a concurrent delete): dead, re-checked later.
+            ev.probe, ev.probe_error = REFUSED, f"the shim exited while probed ({err})"
+            return
+        ev.unsafe = f"its address leads to a shim that is not its own: {err}"
+        ev.probe = ANSWERED
+        return
+    ev.shim_pid = info.shim_pid or None
+    try:
+        task_pids = value(pids, task.decode_pids)
+        assert isinstance(task_pids, list)
+        ev.task_pids = task_pids
+        ev.has_task = True
+        task_state = value(state, task.decode_state)
+        assert isinstance(task_state, task.TaskState)
+        ev.task_status = task_state.status
+    except NotFound:
+        ev.has_task = bool(ev.task_pids)
+    ev.probe = ANSWERED
+
+
+def _probe_many(
+    settings: Settings, bundles: list[BundleEvidence], progress: ProgressFn | None
+) -> list[tuple[BundleEvidence, Sequence[Answer]]]:
+    """Probe every bundle with an address at once (shim/prober.py), holding each bundle's log
+    fifo open meanwhile, as containerd's loader does: a shim whose starter died before the
+    shim opened its log is blocked in that open, and answers once it can. Returns the raw
+    answers, judged once the /proc scan is made."""
+    from shimctl.shim import prober
+
+    total, done = len(bundles), 0
+
+    def tick(_: int = 0) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress("inspect", done, total)
+
+    if progress is not None:
+        progress("inspect", 0, total)
+    targets = []
+    for ev in bundles:
+        if ev.boot is None:
+            ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
+            tick()
+        else:
+            targets.append(ev)
+    answered: list[tuple[BundleEvidence, Sequence[Answer]]] = []
+    limit = prober.max_open()
+    for first in range(0, len(targets), limit):
+        part = targets[first : first + limit]
+        fifos = [_open_log_fifo(ev.path / "log") for ev in part]
+        try:
+            answers = prober.probe_all(
+                [
+                    prober.Target(ev.boot.address, ev.namespace, ev.id, ev.boot.version)
+                    for ev in part
+                    if ev.boot is not None
+                ],
+                timeout=settings.timeouts.load,
+                limit=limit,
+                on_done=tick,
+            )
+        finally:
+            for fd in fifos:
+                if fd is not None:
+                    os.close(fd)
+        answered += zip(part, answers, strict=True)
+    return answered
 
 
 def _shim_exited_meanwhile(address: str) -> bool:
@@ -267,6 +383,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     scope = namespaces(settings)
     bundles: list[BundleEvidence] = []
     others: list[Finding] = []
+    runtime_problems: dict[str, str | None] = {}  # most bundles share one shim binary
     for ns in scope:
         ns_state = settings.task_state / ns
         ns_root = settings.task_root / ns
@@ -331,7 +448,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                 others.append(_hidden(ns, entry.name, path, now))
                 continue
             names.add(entry.name)
-            bundles.append(read_bundle(settings, ns, entry.name, now))
+            bundles.append(read_bundle(settings, ns, entry.name, now, runtime_problems))
         for entry in _subdirs(ns_root):
             if entry.name in names:
                 continue
@@ -354,12 +471,16 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                 )
             )
 
-    def probe_one(ev: BundleEvidence) -> None:
-        probe_bundle(settings, ev)
-
-    pool.run_all(counted(probe_one, "inspect", len(bundles), progress), bundles)
-    # One scan of /proc serves both: live processes of silent bundles, and orphans.
+    answered = _probe_many(settings, bundles, progress)
+    # One scan of /proc, made after the answers, serves all three: who answered, live
+    # processes of silent bundles, and orphans.
     shims = procs.find_shims(settings.address)
+    known = {shim.ref.pid: shim for shim in shims}
+    for ev, answers in answered:
+        try:
+            _judge(settings, ev, answers, known=known)
+        except ShimctlError as err:
+            _probe_failed(ev, err)
     _attach_processes(settings, bundles, shims)
     others += _orphan_processes(settings, bundles, scope, now, shims)
     if not settings.namespace_given:
@@ -418,7 +539,10 @@ def _attach_processes(
         assert ev.live_process is not None
         ev.boot = Bootstrap(address=shim_address(settings, ev.live_process))
         ev.derived_address = True
-    pool.run_all(lambda ev: probe_bundle(settings, ev), lost)
+    if lost:
+        from shimctl import pool  # threads, only for this rare second pass
+
+        pool.run_all(lambda ev: probe_bundle(settings, ev), lost)
 
 
 def shim_address(settings: Settings, shim: procs.ShimProcess) -> str:

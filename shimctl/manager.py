@@ -328,7 +328,7 @@ class ShimManager:
     ) -> ReconcileReport:
         import time
 
-        from shimctl import cleanup, inspect, plan
+        from shimctl import inspect, plan
 
         started = time.monotonic()
         s = self.settings
@@ -338,6 +338,8 @@ class ShimManager:
         findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
         checkpoint(f"{mode}:planned")
         if mode != "list":
+            from shimctl import cleanup
+
             cleanup.apply(s, findings, dry_run=dry_run, progress=self.progress)
         return summarize(mode, dry_run, findings, time.monotonic() - started)
 

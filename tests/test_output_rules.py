@@ -103,6 +103,43 @@ def test_plain_output_without_a_terminal(node: Node) -> None:
     assert proc.stdout.splitlines()[0].split()[:3] == [b"NAMESPACE", b"ID", b"KIND"]
 
 
+def test_a_reader_that_goes_away_ends_the_run_quietly(node: Node) -> None:
+    """`shimctl list | head`: the pipe closes before shimctl writes; no error message, no
+    traceback, the status a shell shows for a tool killed by SIGPIPE."""
+    for i in range(3):
+        (node.task_state / "default" / f"e{i}").mkdir(parents=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shimctl", *node.cli_args(), "-n", "default", "list"],
+            env=node.env(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == b""
+
+
+def test_exit_status_and_output_survive_the_fast_exit(node: Node) -> None:
+    """The program ends without interpreter teardown (cli.entry); its output and exit status
+    are exactly what main() produced."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shimctl", *node.cli_args(), "delete", "nosuch", "--json"],
+        env=node.env(),
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout)["error"]["kind"] == "not-found"
+    assert proc.stderr.startswith(b"shimctl: error: ")
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["gc", "--help"]])
 def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     code = (

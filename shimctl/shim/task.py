@@ -147,6 +147,52 @@ def validate_any(data: bytes, *, source: str = "options") -> tuple[str, bytes]:
     return msg.type_url, msg.value
 
 
+def service_name(api_version: int) -> str:
+    return f"containerd.task.v{api_version}.Task"
+
+
+# Requests and replies of the three read-only calls a probe makes; shared by TaskClient and the
+# pipelining prober (shim/prober.py) so both read a shim's answers the same way.
+
+
+def connect_request(id: str) -> bytes:
+    return task_pb2.ConnectRequest(id=id).SerializeToString()
+
+
+def pids_request(id: str) -> bytes:
+    return task_pb2.PidsRequest(id=id).SerializeToString()
+
+
+def state_request(id: str, exec_id: str = "") -> bytes:
+    return task_pb2.StateRequest(id=id, exec_id=exec_id).SerializeToString()
+
+
+def decode_connect(data: bytes) -> ConnectInfo:
+    r = _decode(task_pb2.ConnectResponse, data, "Connect response")
+    return ConnectInfo(r.shim_pid, r.task_pid, r.version)
+
+
+def decode_pids(data: bytes) -> list[int]:
+    return [p.pid for p in _decode(task_pb2.PidsResponse, data, "Pids response").processes]
+
+
+def decode_state(data: bytes) -> TaskState:
+    r = _decode(task_pb2.StateResponse, data, "State response")
+    return TaskState(
+        id=r.id,
+        bundle=r.bundle,
+        pid=r.pid,
+        status=_STATUS_NAMES.get(r.status, "unknown"),
+        exit_status=r.exit_status,
+        exited_at=_exited_at(r, "exited_at"),
+        exec_id=r.exec_id,
+        stdin=r.stdin,
+        stdout=r.stdout,
+        stderr=r.stderr,
+        terminal=r.terminal,
+    )
+
+
 def decode_delete_response(data: bytes) -> Exit:
     """A DeleteResponse (as the shim binary's `delete` verb prints it) -> Exit."""
     resp = _decode(task_pb2.DeleteResponse, data, "DeleteResponse")
@@ -173,7 +219,7 @@ class TaskClient:
         self.namespace = namespace
         self.timeout = timeout
         self.api_version = api_version
-        self.service = f"containerd.task.v{api_version}.Task"
+        self.service = service_name(api_version)
 
     @classmethod
     def connect(
@@ -217,9 +263,17 @@ class TaskClient:
     def _call_empty(self, method: str, request: Message, timeout: float | None) -> None:
         self._call(method, request, empty_pb2.Empty, timeout)
 
+    def _call_raw(self, method: str, request: bytes, timeout: float | None) -> bytes:
+        return self.ttrpc.call(
+            self.service,
+            method,
+            request,
+            timeout=self.timeout if timeout is None else timeout,
+            namespace=self.namespace,
+        )
+
     def connect_info(self, id: str, *, timeout: float | None = None) -> ConnectInfo:
-        r = self._call("Connect", task_pb2.ConnectRequest(id=id), task_pb2.ConnectResponse, timeout)
-        return ConnectInfo(r.shim_pid, r.task_pid, r.version)
+        return decode_connect(self._call_raw("Connect", connect_request(id), timeout))
 
     def negotiate(self, id: str, *, timeout: float | None = None) -> ConnectInfo:
         """Connect, for a shim whose bootstrap params are unknown (an orphan process): the
@@ -229,33 +283,14 @@ class TaskClient:
             return self.connect_info(id, timeout=timeout)
         except errors.NotImplementedByShim:
             other = 3 if self.api_version == 2 else 2
-            self.api_version, self.service = other, f"containerd.task.v{other}.Task"
+            self.api_version, self.service = other, service_name(other)
             return self.connect_info(id, timeout=timeout)
 
     def pids(self, id: str, *, timeout: float | None = None) -> list[int]:
-        r = self._call("Pids", task_pb2.PidsRequest(id=id), task_pb2.PidsResponse, timeout)
-        return [p.pid for p in r.processes]
+        return decode_pids(self._call_raw("Pids", pids_request(id), timeout))
 
     def state(self, id: str, exec_id: str = "", *, timeout: float | None = None) -> TaskState:
-        r = self._call(
-            "State",
-            task_pb2.StateRequest(id=id, exec_id=exec_id),
-            task_pb2.StateResponse,
-            timeout,
-        )
-        return TaskState(
-            id=r.id,
-            bundle=r.bundle,
-            pid=r.pid,
-            status=_STATUS_NAMES.get(r.status, "unknown"),
-            exit_status=r.exit_status,
-            exited_at=_exited_at(r, "exited_at"),
-            exec_id=r.exec_id,
-            stdin=r.stdin,
-            stdout=r.stdout,
-            stderr=r.stderr,
-            terminal=r.terminal,
-        )
+        return decode_state(self._call_raw("State", state_request(id, exec_id), timeout))
 
     def create(
         self,

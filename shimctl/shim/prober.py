@@ -1,0 +1,316 @@
+"""Probe many shims at once from one thread.
+
+Each shim gets one connection on which Connect, Pids and State are sent together (ttrpc
+multiplexes streams, and a shim answers them in any order), and one deadline for the three.
+A selector waits on every connection at once, so K silent shims cost one timeout together and
+N quick ones cost little more than their bytes: no thread per shim, no round trip per call.
+
+Failures are the synchronous client's (shim/ttrpc.py) error classes with its messages, so a
+caller judges a probe exactly as it judges TtrpcClient calls:
+
+- refused, missing socket, bad address  -> Unavailable / InvalidArgument (every call)
+- the connection ends                   -> ShimClosed (every call not yet answered)
+- the deadline passes                   -> DeadlineExceeded (every call not yet answered)
+- bytes that are not a ttrpc answer     -> ProtocolError (every call not yet answered)
+- a non-OK status, an oversized answer  -> that call's error; the others go on
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import selectors
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from shimctl import errors
+from shimctl.shim import task, ttrpc
+
+# The calls of one probe, in the order a caller judges them.
+CALLS = ("Connect", "Pids", "State")
+
+_FIRST_PAUSE = 0.005  # retry pause after EAGAIN on connect (a full accept queue), doubling
+_MAX_PAUSE = 0.1
+_FD_RESERVE = 128  # descriptors left for everything else the run opens
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str
+    namespace: str
+    id: str
+    api_version: int = 2
+
+
+Answer = bytes | errors.ShimctlError
+"""A call's response payload, or the error it ended with."""
+
+
+@dataclass
+class _Probe:
+    index: int
+    target: Target
+    deadline: float
+    answers: list[Answer | None]
+    sock: socket.socket | None = None
+    retry_at: float = 0.0
+    pause: float = _FIRST_PAUSE
+    out: bytes = b""
+    inbuf: bytearray = field(default_factory=bytearray)
+    pending: dict[int, int] = field(default_factory=dict)  # stream id -> call index
+    discard: int = 0  # bytes left of an oversized frame being skipped
+    discard_stream: int = 0
+    discard_length: int = 0
+
+    def what(self, call: int) -> str:
+        service = task.service_name(self.target.api_version)
+        return f"ttrpc {service}/{CALLS[call]} on {self.target.address}"
+
+
+def max_open() -> int:
+    """How many probes may be in flight: each holds a socket, and its caller may hold one
+    more descriptor (a log fifo). Raises the soft descriptor limit to the hard one first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(8, min(4096, (soft - _FD_RESERVE) // 2))
+
+
+def probe_all(
+    targets: Sequence[Target],
+    *,
+    timeout: float,
+    limit: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[list[Answer]]:
+    """Connect, Pids and State on every target; one answer list (in CALLS order) per target.
+    At most `limit` connections are open at once; `on_done(index)` runs as each one ends."""
+    limit = limit or max_open()
+    results: list[list[Answer] | None] = [None] * len(targets)
+    sel = selectors.DefaultSelector()
+    waiting = list(range(len(targets)))
+    waiting.reverse()  # pop() from the end: targets start in order
+    live: dict[int, _Probe] = {}
+    retrying: list[_Probe] = []
+
+    def finish(p: _Probe) -> None:
+        if p.sock is not None:
+            sel.unregister(p.sock)
+            p.sock.close()
+            p.sock = None
+        live.pop(p.index, None)
+        results[p.index] = [
+            a if a is not None else errors.Unknown(f"{p.what(i)}: no answer")
+            for i, a in enumerate(p.answers)
+        ]
+        if on_done is not None:
+            on_done(p.index)
+
+    def fail_pending(p: _Probe, make: Callable[[str], errors.ShimctlError]) -> None:
+        for call in p.pending.values():
+            p.answers[call] = make(p.what(call))
+        p.pending.clear()
+        finish(p)
+
+    def begin(p: _Probe) -> None:
+        """Dial; on success queue the three requests. Ends `p` on a hard failure."""
+        now = time.monotonic()
+        try:
+            target = ttrpc.parse_address(p.target.address)
+        except errors.ShimctlError as err:
+            p.answers = [err] * len(CALLS)
+            finish(p)
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        try:
+            sock.connect(target)
+        except BlockingIOError:
+            # EAGAIN: the listener's accept queue is full (a busy or hung server). Retry
+            # until the deadline, as the synchronous client does: it reads as a deadline.
+            sock.close()
+            p.retry_at = now + p.pause
+            p.pause = min(p.pause * 2, _MAX_PAUSE)
+            retrying.append(p)
+            return
+        except OSError as err:
+            sock.close()
+            hint = (
+                "is the shim running?" if err.errno in (errno.ENOENT, errno.ECONNREFUSED) else None
+            )
+            unavailable = errors.Unavailable(
+                f"connect {p.target.address}: {err.strerror or err}", hint=hint
+            )
+            p.answers = [unavailable] * len(CALLS)
+            finish(p)
+            return
+        p.sock = sock
+        left_nano = max(1, int((p.deadline - now) * 1e9))
+        service = task.service_name(p.target.api_version)
+        requests = (
+            task.connect_request(p.target.id),
+            task.pids_request(p.target.id),
+            task.state_request(p.target.id),
+        )
+        frames = []
+        for call, (method, payload) in enumerate(zip(CALLS, requests, strict=True)):
+            stream_id = 1 + 2 * call
+            data = ttrpc.encode_request(
+                service, method, payload, timeout_nano=left_nano, namespace=p.target.namespace
+            )
+            frames.append(ttrpc.encode_frame(stream_id, ttrpc.MSG_TYPE_REQUEST, 0, data))
+            p.pending[stream_id] = call
+        p.out = b"".join(frames)
+        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, p)
+
+    def on_write(p: _Probe) -> None:
+        assert p.sock is not None
+        try:
+            sent = p.sock.send(p.out)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            fail_pending(p, _transport_error(err))
+            return
+        p.out = p.out[sent:]
+        if not p.out:
+            sel.modify(p.sock, selectors.EVENT_READ, p)
+
+    def on_read(p: _Probe) -> None:
+        assert p.sock is not None
+        try:
+            chunk = p.sock.recv(64 * 1024)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            fail_pending(p, _transport_error(err))
+            return
+        if not chunk:
+            if p.discard:
+                why = "connection ended in an oversized frame"
+            elif p.inbuf:
+                why = f"connection ended after {len(p.inbuf)} bytes of a frame"
+            else:
+                why = "connection ended"
+            fail_pending(p, lambda w: errors.ShimClosed(f"{w}: ttrpc: closed ({why})"))
+            return
+        p.inbuf += chunk
+        try:
+            _parse(p)
+        except errors.ProtocolError as err:
+            message = err.message
+            fail_pending(p, lambda w: errors.ProtocolError(f"{w}: {message}"))
+            return
+        if not p.pending:
+            finish(p)
+
+    while waiting or live or retrying:
+        now = time.monotonic()
+        while waiting and len(live) < limit:
+            index = waiting.pop()
+            p = _Probe(index, targets[index], now + timeout, [None] * len(CALLS))
+            live[index] = p
+            begin(p)
+        for p in [p for p in retrying if p.retry_at <= now]:
+            retrying.remove(p)
+            if p.deadline <= now:
+                fail_pending_all(p, finish)
+            else:
+                begin(p)
+        for p in [p for p in live.values() if p.deadline <= now and p.sock is not None]:
+            fail_pending(p, lambda w: errors.DeadlineExceeded(f"{w}: context deadline exceeded"))
+        if not live and not retrying and not waiting:
+            break
+        wake = [p.deadline for p in live.values() if p.sock is not None]
+        wake += [min(p.retry_at, p.deadline) for p in retrying]
+        wait = max(0.0, min(wake) - time.monotonic()) if wake else 0.0
+        for key, mask in sel.select(wait) if sel.get_map() else _sleep(wait):
+            p = key.data
+            if p.sock is None:
+                continue
+            if mask & selectors.EVENT_WRITE and p.out:
+                on_write(p)
+            if p.sock is not None and mask & selectors.EVENT_READ:
+                on_read(p)
+    sel.close()
+    return [r if r is not None else [] for r in results]
+
+
+def fail_pending_all(p: _Probe, finish: Callable[[_Probe], None]) -> None:
+    """A probe whose dial kept hitting a full accept queue until its deadline."""
+    timed_out = errors.DeadlineExceeded(
+        f"connect {p.target.address}: timed out (the shim's accept queue stayed full)"
+    )
+    p.answers = [timed_out] * len(CALLS)
+    finish(p)
+
+
+def _transport_error(err: OSError) -> Callable[[str], errors.ShimctlError]:
+    """The error each pending call gets when the socket fails (as TtrpcClient maps them)."""
+    why = err.strerror or str(err)
+    if isinstance(err, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return lambda what: errors.ShimClosed(f"{what}: ttrpc: closed ({why})")
+    return lambda what: errors.Unavailable(f"{what}: {why}")
+
+
+def _sleep(seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
+    time.sleep(seconds)
+    return []
+
+
+def _parse(p: _Probe) -> None:
+    """Take every whole response frame out of p.inbuf. ProtocolError breaks the connection."""
+    buf = p.inbuf
+    while True:
+        if p.discard:
+            n = min(p.discard, len(buf))
+            del buf[:n]
+            p.discard -= n
+            if p.discard:
+                return
+            skipped = p.pending.pop(p.discard_stream)
+            p.answers[skipped] = ttrpc.too_large(p.discard_length)
+            continue
+        if len(buf) < ttrpc.HEADER_SIZE:
+            return
+        header = ttrpc.decode_header(bytes(buf[: ttrpc.HEADER_SIZE]))
+        if header.msg_type != ttrpc.MSG_TYPE_RESPONSE:
+            raise errors.ProtocolError(
+                f"ttrpc: unexpected message type {header.msg_type} on stream {header.stream_id}"
+            )
+        call = p.pending.get(header.stream_id)
+        if call is None:
+            expected = ", ".join(str(s) for s in sorted(p.pending))
+            raise errors.ProtocolError(
+                f"ttrpc: response for stream {header.stream_id}, expected {expected}"
+            )
+        if header.length > ttrpc.MAX_MESSAGE:
+            # Read and thrown away as it comes; memory stays bounded.
+            del buf[: ttrpc.HEADER_SIZE]
+            p.discard, p.discard_stream, p.discard_length = (
+                header.length,
+                header.stream_id,
+                header.length,
+            )
+            continue
+        end = ttrpc.HEADER_SIZE + header.length
+        if len(buf) < end:
+            return
+        data = bytes(buf[ttrpc.HEADER_SIZE : end])
+        del buf[:end]
+        answer: Answer
+        try:
+            answer = ttrpc.parse_response(data)
+        except errors.ProtocolError:
+            raise  # still pending: it fails with the connection
+        except errors.ShimctlError as err:
+            answer = err  # a status: this call failed, the connection is fine
+        del p.pending[header.stream_id]
+        p.answers[call] = answer
