@@ -273,9 +273,9 @@ def list_(ctx: click.Context) -> None:
     """Show every bundle, shim and leftover with its kind. Changes nothing."""
 
     def action(state: State) -> None:
-        from shimctl.manager import ShimManager
+        from shimctl.reconcile import Reconciler
 
-        _report_exit(ctx, state, ShimManager(state.settings()).list())
+        _report_exit(ctx, state, Reconciler(state.settings()).list())
 
     run(ctx, action)
 
@@ -290,12 +290,12 @@ def load(ctx: click.Context, dry_run: bool, force: bool) -> None:
     """containerd's startup reconciliation, on demand (for a stopped containerd)."""
 
     def action(state: State) -> None:
-        from shimctl.manager import ShimManager
+        from shimctl.reconcile import Reconciler
         from shimctl.render import ProgressBar
 
         settings = state.settings()
         with ProgressBar() as bar:
-            rep = ShimManager(settings, progress=bar).load(dry_run=dry_run, force=force)
+            rep = Reconciler(settings, progress=bar).load(dry_run=dry_run, force=force)
         _report_exit(ctx, state, rep)
 
     run(ctx, action)
@@ -336,7 +336,7 @@ def gc(
 
     def action(state: State) -> None:
         from shimctl import metrics
-        from shimctl.manager import ShimManager
+        from shimctl.reconcile import Reconciler
         from shimctl.render import ProgressBar
         from shimctl.settings import parse_duration
 
@@ -344,7 +344,7 @@ def gc(
         try:
             settings = state.settings()
             with ProgressBar(enabled=not quiet) as bar:
-                rep = ShimManager(settings, progress=bar).gc(
+                rep = Reconciler(settings, progress=bar).gc(
                     dry_run=dry_run, min_age=parse_duration(min_age), kill_hung=kill_hung
                 )
         except (ShimctlError, OSError) as err:

@@ -152,10 +152,10 @@ def check_publish_binary(settings: Settings) -> Check:
 
 
 def check_shims(settings: Settings) -> Check:
-    from shimctl.manager import ShimManager
+    from shimctl.reconcile import Reconciler
 
     try:
-        rep = ShimManager(settings).list()
+        rep = Reconciler(settings).list()
     except ShimctlError as err:
         return Check("shims", FAIL, f"cannot inspect: {err}", err.hint)
     except OSError as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -471,10 +472,31 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                 )
             )
 
-    answered = _probe_many(settings, bundles, progress)
-    # One scan of /proc, made after the answers, serves all three: who answered, live
-    # processes of silent bundles, and orphans.
-    shims = procs.find_shims(settings.address)
+    # One scan of /proc serves three purposes: who answered, live processes of silent
+    # bundles, and orphans. It runs, with the stale-socket scan, while the prober waits for
+    # the shims' answers. A process that starts or exits meanwhile is judged conservatively
+    # (an answering PID the scan missed is looked up; a live one counts as live), and every
+    # action re-checks under the state lock anyway.
+    scans: dict[str, object] = {}
+
+    def scan() -> None:
+        try:
+            scans["shims"] = procs.find_shims(settings.address)
+            if not settings.namespace_given:
+                # The socket dir is shared by all namespaces; only a node-wide run looks at it.
+                scans["sockets"] = _stale_sockets(settings, bundles, now)
+        except BaseException as err:  # re-raised in the caller's thread
+            scans["error"] = err
+
+    scanner = threading.Thread(target=scan, name="shimctl-scan", daemon=True)
+    scanner.start()
+    try:
+        answered = _probe_many(settings, bundles, progress)
+    finally:
+        scanner.join()
+    if isinstance(failure := scans.get("error"), BaseException):
+        raise failure
+    shims: list[procs.ShimProcess] = scans["shims"]  # type: ignore[assignment]
     known = {shim.ref.pid: shim for shim in shims}
     for ev, answers in answered:
         try:
@@ -483,9 +505,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
             _probe_failed(ev, err)
     _attach_processes(settings, bundles, shims)
     others += _orphan_processes(settings, bundles, scope, now, shims)
-    if not settings.namespace_given:
-        # The socket dir is shared by all namespaces; only a node-wide run looks at it.
-        others += _stale_sockets(settings, bundles, now)
+    others += scans.get("sockets", [])  # type: ignore[arg-type]
     return Inventory(bundles, others)
 
 

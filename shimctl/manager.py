@@ -1,4 +1,5 @@
 """ShimManager: start and delete shims the way containerd's manager does, more carefully.
+(list, load and gc live in reconcile.py.)
 
 Each operation returns a typed result (shimctl/models/) and never prints. Every mutation of
 the state dir happens under the state lock.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shimctl import identifiers, lifecycle, procs, sockets
 from shimctl.bundle import SANDBOX, Bundle
@@ -34,9 +34,6 @@ from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 from shimctl.shim.logfifo import LogDrain
 from shimctl.shim.task import Exit, TaskClient, validate_any
 from shimctl.spec import default_spec, encode_spec, parse_spec, remapped_gid
-
-if TYPE_CHECKING:  # list/load/gc import them when they run; start and delete never do
-    from shimctl.models.findings import Finding, ReconcileReport
 
 
 class ShimManager:
@@ -297,74 +294,6 @@ class ShimManager:
         if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir, settle=settle):
             notes.append("removed the dead shim's socket")
         return exit_
-
-    # -- list / load / gc ------------------------------------------------------------------
-
-    def list(self) -> ReconcileReport:
-        """Inspect and classify everything; change nothing."""
-        return self._reconcile("list", dry_run=True)
-
-    def load(self, *, dry_run: bool = False, force: bool = False) -> ReconcileReport:
-        """containerd's startup reconciliation, run on demand. Refused while a containerd
-        answers at --address (it owns the state then) unless forced."""
-        s = self.settings
-        if not force and not dry_run:
-            path = Path(s.address)
-            if sockets.probe(path) is sockets.SocketState.LISTENING:
-                raise FailedPrecondition(
-                    f"containerd answers at {s.address}: it owns this state",
-                    hint="use `shimctl gc` next to a live containerd, or pass --force",
-                )
-        return self._reconcile("load", dry_run=dry_run)
-
-    def gc(
-        self, *, dry_run: bool = False, min_age: float = 300.0, kill_hung: bool = False
-    ) -> ReconcileReport:
-        """Clean provable garbage older than `min_age`; safe next to a live containerd."""
-        return self._reconcile("gc", dry_run=dry_run, min_age=min_age, kill_hung=kill_hung)
-
-    def _reconcile(
-        self, mode: str, *, dry_run: bool, min_age: float = 0.0, kill_hung: bool = False
-    ) -> ReconcileReport:
-        import time
-
-        from shimctl import inspect, plan
-
-        started = time.monotonic()
-        s = self.settings
-        if s.namespace_given:
-            identifiers.validate_namespace(s.namespace)
-        inventory = inspect.collect(s, progress=self.progress)
-        findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
-        checkpoint(f"{mode}:planned")
-        if mode != "list":
-            from shimctl import cleanup
-
-            cleanup.apply(s, findings, dry_run=dry_run, progress=self.progress)
-        return summarize(mode, dry_run, findings, time.monotonic() - started)
-
-
-def summarize(
-    mode: str, dry_run: bool, findings: list[Finding], duration: float
-) -> ReconcileReport:
-    from shimctl.models.findings import ReconcileReport
-
-    counts: dict[str, int] = {}
-    actions: dict[str, int] = {}
-    for f in findings:
-        counts[f.kind] = counts.get(f.kind, 0) + 1
-        if f.outcome is not None:
-            key = f"{f.action}:{f.outcome}"
-            actions[key] = actions.get(key, 0) + 1
-    return ReconcileReport(
-        command=mode,
-        dry_run=dry_run,
-        findings=sorted(findings, key=lambda f: (f.namespace, f.id, f.kind)),
-        duration_seconds=round(duration, 3),
-        counts=counts,
-        actions=actions,
-        errors=sum(1 for f in findings if f.outcome == "failed"),
-    )
 
 
 def read_file_arg(path: Path, what: str) -> bytes:

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shimctl import __version__, metrics
-from shimctl.manager import summarize
 from shimctl.models.findings import Finding, Kind, ReconcileReport
+from shimctl.reconcile import summarize
 from tests.helpers import Node, run_cli
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
