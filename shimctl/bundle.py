@@ -11,8 +11,8 @@ import errno
 import os
 import stat
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from shimctl import fsutil
 from shimctl.errors import AlreadyExists, FailedPrecondition, NotFound, Unsafe
@@ -32,8 +32,7 @@ WORK = "work"
 RUNTIME = "runtime"
 
 
-@dataclass(frozen=True)
-class Bundle:
+class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
     namespace: str
     id: str
     path: Path  # STATE/<ns>/<id>
@@ -46,8 +45,9 @@ class Bundle:
         return cls(
             namespace=namespace,
             id=id,
-            path=settings.task_state / namespace / id,
-            work=settings.task_root / namespace / id,
+            # One parse per path, not two joins: inspect locates every bundle of the node.
+            path=Path(f"{settings.task_state}/{namespace}/{id}"),
+            work=Path(f"{settings.task_root}/{namespace}/{id}"),
             task_state=settings.task_state,
             task_root=settings.task_root,
         )
@@ -75,7 +75,7 @@ class Bundle:
     def read_text(self, name: str) -> str | None:
         """A bundle file's text with surrounding whitespace removed; None if absent or empty."""
         try:
-            data = fsutil.read_small(self.path / name)
+            data = fsutil.read_small(self.file(name))
         except FileNotFoundError:
             return None
         text = data.decode("utf-8", "replace").strip()
@@ -83,7 +83,7 @@ class Bundle:
 
     def read_bytes(self, name: str, *, limit: int = fsutil.MAX_SMALL_FILE) -> bytes | None:
         try:
-            return fsutil.read_small(self.path / name, limit=limit)
+            return fsutil.read_small(self.file(name), limit=limit)
         except FileNotFoundError:
             return None
 
@@ -97,24 +97,28 @@ class Bundle:
                 continue
             text = self.read_text(name)
             if text is not None:
-                return parse_bootstrap(text, source=str(self.path / name))
+                return parse_bootstrap(text, source=self.file(name))
         return None
 
-    def has(self, name: str) -> bool:
-        return os.path.lexists(self.path / name)
+    def file(self, name: str) -> str:
+        """The path of a file in the bundle (a plain string: cheap, for system calls)."""
+        return f"{self.path}/{name}"
 
-    def work_target(self) -> Path | None:
+    def has(self, name: str) -> bool:
+        return os.path.lexists(self.file(name))
+
+    def work_target(self) -> str | None:
         """Where the `work` link points, if it is a link; not resolved further."""
         try:
-            return Path(os.readlink(self.path / WORK))
+            return os.readlink(self.file(WORK))
         except OSError:
             return None
 
-    def work_is_safe(self, target: Path) -> bool:
+    def work_is_safe(self, target: str) -> bool:
         """The work link may only lead to this bundle's own work dir, ROOT/<ns>/<id>: one
         leading anywhere else (even another task's work dir) is never followed."""
-        norm = Path(os.path.normpath(target))
-        return norm.is_absolute() and norm == self.work
+        norm = os.path.normpath(target)
+        return os.path.isabs(norm) and norm == str(self.work)
 
     def check_safe(self) -> None:
         """Refuse a bundle with a link out of ROOT/STATE, before anything acts on it: the

@@ -33,7 +33,7 @@ def is_within(path: Path, top: Path) -> bool:
     return p == t or p.startswith(t.rstrip("/") + "/")
 
 
-def read_small(path: Path, *, limit: int = MAX_SMALL_FILE) -> bytes:
+def read_small(path: str | Path, *, limit: int = MAX_SMALL_FILE) -> bytes:
     """Read a regular file without following a final symlink; refuse files over `limit`.
 
     FileNotFoundError passes through; other problems raise InvalidArgument naming the file.

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from shimctl import fsutil, identifiers, procs, sockets
 from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
@@ -85,13 +86,12 @@ class BundleEvidence:
         return self._spec_says_sandbox
 
 
-@dataclass
-class Inventory:
+class Inventory(NamedTuple):
     bundles: list[BundleEvidence]
     others: list[Finding]  # work dirs, hidden dirs, processes, sockets, unsafe names
 
 
-def _age(path: Path, now: float) -> float:
+def _age(path: str | Path, now: float) -> float:
     try:
         return max(0.0, now - os.lstat(path).st_mtime)
     except OSError:
@@ -161,8 +161,8 @@ def read_bundle(
     if work is not None and not bundle.work_is_safe(work):
         ev.unsafe = f"`work` link does not point at its own work dir: {work}"
         return ev
-    if os.path.islink(bundle.path / "rootfs"):
-        ev.unsafe = f"rootfs is a symlink to {os.readlink(bundle.path / 'rootfs')}"
+    if os.path.islink(rootfs := bundle.file("rootfs")):
+        ev.unsafe = f"rootfs is a symlink to {os.readlink(rootfs)}"
         return ev
     present = set(ev.entries)
     try:
@@ -179,7 +179,7 @@ def read_bundle(
         # The connection file is written last by a create: its age is the bundle's.
         for name in ("bootstrap.json", "address"):
             if name in present:
-                ev.age = min(ev.age, _age(bundle.path / name, now))
+                ev.age = min(ev.age, _age(bundle.file(name), now))
                 break
     try:
         if SHIM_BINARY_PATH in present:
@@ -223,7 +223,7 @@ def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
         ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
         return
     timeout = settings.timeouts.load
-    log_fd = _open_log_fifo(ev.path / "log")
+    log_fd = _open_log_fifo(f"{ev.path}/log")
     try:
         with TaskClient.connect(
             ev.boot.address, ev.namespace, timeout=timeout, api_version=ev.boot.version
@@ -312,54 +312,60 @@ def _judge(
     ev.probe = ANSWERED
 
 
-def _probe_many(
-    settings: Settings, bundles: list[BundleEvidence], progress: ProgressFn | None
-) -> list[tuple[BundleEvidence, Sequence[Answer]]]:
-    """Probe every bundle with an address at once (shim/prober.py), holding each bundle's log
-    fifo open meanwhile, as containerd's loader does: a shim whose starter died before the
-    shim opened its log is blocked in that open, and answers once it can. Returns the raw
-    answers, judged once the /proc scan is made."""
-    from shimctl.shim import prober
+class _Probing:
+    """Bundles probed as they are read (shim/prober.py): the first shims answer while the
+    next bundles are still being read. Each bundle's log fifo is held open while its shim is
+    probed, as containerd's loader does: a shim whose starter died before the shim opened its
+    log is blocked in that open, and answers once it can. The raw answers are judged once the
+    /proc scan is made."""
 
-    total, done = len(bundles), 0
+    def __init__(self, settings: Settings, total: int, progress: ProgressFn | None) -> None:
+        from shimctl.shim import prober
 
-    def tick(_: int = 0) -> None:
-        nonlocal done
-        done += 1
+        self._target = prober.Target
+        self.total, self.done, self.progress = total, 0, progress
+        self.prober = prober.Prober(timeout=settings.timeouts.load, on_done=self._ended)
+        self.probed: list[BundleEvidence] = []
+        self.fifos: dict[int, int] = {}
         if progress is not None:
-            progress("inspect", done, total)
+            progress("inspect", 0, total)
 
-    if progress is not None:
-        progress("inspect", 0, total)
-    targets = []
-    for ev in bundles:
+    def _tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress("inspect", self.done, self.total)
+
+    def _ended(self, index: int) -> None:
+        fd = self.fifos.pop(index, None)
+        if fd is not None:
+            os.close(fd)
+        self._tick()
+
+    def add(self, ev: BundleEvidence) -> None:
         if ev.boot is None:
             ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
-            tick()
-        else:
-            targets.append(ev)
-    answered: list[tuple[BundleEvidence, Sequence[Answer]]] = []
-    limit = prober.max_open()
-    for first in range(0, len(targets), limit):
-        part = targets[first : first + limit]
-        fifos = [_open_log_fifo(ev.path / "log") for ev in part]
+            self._tick()
+            return
+        fd = _open_log_fifo(f"{ev.path}/log")
+        index = self.prober.submit(
+            self._target(ev.boot.address, ev.namespace, ev.id, ev.boot.version)
+        )
+        self.probed.append(ev)
+        if fd is not None:
+            if self.prober.results[index] is None:
+                self.fifos[index] = fd
+            else:
+                os.close(fd)  # ended at once (refused)
+        self.prober.poll(0)  # take the answers already there
+
+    def finish(self) -> list[tuple[BundleEvidence, Sequence[Answer]]]:
         try:
-            answers = prober.probe_all(
-                [
-                    prober.Target(ev.boot.address, ev.namespace, ev.id, ev.boot.version)
-                    for ev in part
-                    if ev.boot is not None
-                ],
-                timeout=settings.timeouts.load,
-                limit=limit,
-                on_done=tick,
-            )
+            answers = self.prober.finish()
         finally:
-            for fd in fifos:
-                if fd is not None:
-                    os.close(fd)
-        answered += zip(part, answers, strict=True)
-    return answered
+            for fd in self.fifos.values():
+                os.close(fd)
+            self.fifos.clear()
+        return list(zip(self.probed, answers, strict=True))
 
 
 def _shim_exited_meanwhile(address: str) -> bool:
@@ -368,7 +374,7 @@ def _shim_exited_meanwhile(address: str) -> bool:
     return path is not None and sockets.probe(path) is not sockets.SocketState.LISTENING
 
 
-def _open_log_fifo(path: Path) -> int | None:
+def _open_log_fifo(path: str | Path) -> int | None:
     """Open an existing `log` FIFO read-write, non-blocking; None if it is anything else."""
     try:
         if not stat.S_ISFIFO(os.lstat(path).st_mode):
@@ -384,7 +390,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     scope = namespaces(settings)
     bundles: list[BundleEvidence] = []
     others: list[Finding] = []
-    runtime_problems: dict[str, str | None] = {}  # most bundles share one shim binary
+    todo: list[tuple[str, str]] = []  # (namespace, id) of every bundle dir
     for ns in scope:
         ns_state = settings.task_state / ns
         ns_root = settings.task_root / ns
@@ -449,7 +455,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                 others.append(_hidden(ns, entry.name, path, now))
                 continue
             names.add(entry.name)
-            bundles.append(read_bundle(settings, ns, entry.name, now, runtime_problems))
+            todo.append((ns, entry.name))
         for entry in _subdirs(ns_root):
             if entry.name in names:
                 continue
@@ -472,31 +478,15 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                 )
             )
 
-    # One scan of /proc serves three purposes: who answered, live processes of silent
-    # bundles, and orphans. It runs, with the stale-socket scan, while the prober waits for
-    # the shims' answers. A process that starts or exits meanwhile is judged conservatively
-    # (an answering PID the scan missed is looked up; a live one counts as live), and every
-    # action re-checks under the state lock anyway.
-    scans: dict[str, object] = {}
-
-    def scan() -> None:
-        try:
-            scans["shims"] = procs.find_shims(settings.address)
-            if not settings.namespace_given:
-                # The socket dir is shared by all namespaces; only a node-wide run looks at it.
-                scans["sockets"] = _stale_sockets(settings, bundles, now)
-        except BaseException as err:  # re-raised in the caller's thread
-            scans["error"] = err
-
-    scanner = threading.Thread(target=scan, name="shimctl-scan", daemon=True)
-    scanner.start()
-    try:
-        answered = _probe_many(settings, bundles, progress)
-    finally:
-        scanner.join()
-    if isinstance(failure := scans.get("error"), BaseException):
-        raise failure
-    shims: list[procs.ShimProcess] = scans["shims"]  # type: ignore[assignment]
+    runtime_problems: dict[str, str | None] = {}  # most bundles share one shim binary
+    probing = _Probing(settings, len(todo), progress)
+    for ns, name in todo:
+        ev = read_bundle(settings, ns, name, now, runtime_problems)
+        bundles.append(ev)
+        probing.add(ev)
+    scans = _Scans(settings, bundles, now)
+    answered = probing.finish()
+    shims, stale_sockets = scans.result()
     known = {shim.ref.pid: shim for shim in shims}
     for ev, answers in answered:
         try:
@@ -505,8 +495,38 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
             _probe_failed(ev, err)
     _attach_processes(settings, bundles, shims)
     others += _orphan_processes(settings, bundles, scope, now, shims)
-    others += scans.get("sockets", [])  # type: ignore[arg-type]
-    return Inventory(bundles, others)
+    return Inventory(bundles, others + stale_sockets)
+
+
+class _Scans(threading.Thread):
+    """The /proc scan and the stale-socket scan, on a second thread while the prober waits
+    for the shims' answers. One scan serves three purposes: who answered, live processes of
+    silent bundles, and orphans. A process that starts or exits meanwhile is judged
+    conservatively (an answering PID the scan missed is looked up; a live one counts as
+    live), and every action re-checks under the state lock anyway."""
+
+    def __init__(self, settings: Settings, bundles: list[BundleEvidence], now: float) -> None:
+        super().__init__(name="shimctl-scan", daemon=True)
+        self.settings, self.bundles, self.now = settings, bundles, now
+        self.shims: list[procs.ShimProcess] = []
+        self.sockets: list[Finding] = []
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.shims = procs.find_shims(self.settings.address)
+            if not self.settings.namespace_given:
+                # The socket dir is shared by all namespaces; only a node-wide run looks at it.
+                self.sockets = _stale_sockets(self.settings, self.bundles, self.now)
+        except BaseException as err:  # re-raised in the caller's thread
+            self.error = err
+
+    def result(self) -> tuple[list[procs.ShimProcess], list[Finding]]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.shims, self.sockets
 
 
 def _invalid_name(ns: str, name: str, path: Path, what: str) -> Finding:
@@ -551,6 +571,8 @@ def _attach_processes(
             if shim.namespace == ev.namespace and (
                 shim.cwd == str(ev.path) or (shim.id == ev.id and ev.sandbox_of is None)
             ):
+                if not procs.still_alive(shim.ref):
+                    continue  # exited since the scan (it ran beside the probes)
                 ev.live_process = shim
                 ev.shim_pid = shim.ref.pid
                 break
@@ -650,16 +672,15 @@ def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float
     }
     candidates = []
     for entry in _subdirs(settings.socket_dir):
-        path = Path(entry.path)
         if entry.path in referenced or len(entry.name) != 64:
             continue
         try:
-            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
                 continue
         except OSError:
             continue
-        if sockets.probe(path) is sockets.SocketState.REFUSED:
-            candidates.append((entry, path))
+        if sockets.probe(entry.path) is sockets.SocketState.REFUSED:
+            candidates.append((entry, entry.path))
     if candidates:
         # Also spare sockets named by bundles the evidence could not parse (junk, unsafe).
         referenced |= _all_addresses(settings)

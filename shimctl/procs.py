@@ -130,17 +130,13 @@ def find_shims(address: str) -> list[ShimProcess]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 raw = f.read()
-            if wanted not in raw:
-                continue
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
         except OSError:
             continue  # gone, or not ours to read
-        # Fields after the parenthesised name: state is the first, starttime the 20th.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) < 20 or fields[0] in (b"Z", b"X"):
-            continue  # a zombie counts as gone
-        ref = ProcessRef(pid, float(fields[19]) / _clock_ticks() + boot_time)
+        if wanted not in raw:
+            continue
+        ref = _live_ref(pid, boot_time)
+        if ref is None:
+            continue
         argv = _split_cmdline(raw)
         if flag_value(argv, "-address") != address:
             continue
@@ -148,6 +144,27 @@ def find_shims(address: str) -> list[ShimProcess]:
         if shim is not None:
             found.append(shim)
     return found
+
+
+def still_alive(ref: ProcessRef) -> bool:
+    """`ref` is still the same live process (not a zombie), read from /proc as find_shims
+    reads it: for a scan's results that may be a moment old."""
+    return _live_ref(ref.pid, _boot_time()) == ref
+
+
+def _live_ref(pid: int, boot_time: float) -> ProcessRef | None:
+    """(pid, start time) of a live process, None if it is gone or a zombie. The start time
+    is psutil's: boot time + starttime ticks / clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Fields after the parenthesised name: state is the first, starttime the 20th.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return ProcessRef(pid, float(fields[19]) / _clock_ticks() + boot_time)
 
 
 def _clock_ticks() -> int:

@@ -38,7 +38,7 @@ def socket_path(address: str) -> Path | None:
     return Path(path) if path.startswith("/") and "\0" not in path else None
 
 
-def probe(path: Path, *, timeout: float = 0.5) -> SocketState:
+def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:
     try:
         st = os.lstat(path)
     except FileNotFoundError:

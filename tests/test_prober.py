@@ -2,7 +2,7 @@
 per-call statuses, transport failures for every pending call, one deadline, and the bound on
 open connections. The real shim is probed through list/gc elsewhere (test_gc_real.py,
 test_safety_shims.py); these servers show what it cannot be made to: answers out of order,
-a cap of two connections at a time."""
+a cap on connections open at once."""
 
 from __future__ import annotations
 
@@ -43,9 +43,6 @@ class ReversingShim:
             conn, _ = self.srv.accept()
         except OSError:
             return
-        with ReversingShim.lock:
-            ReversingShim.open_now += 1
-            ReversingShim.peak = max(ReversingShim.peak, ReversingShim.open_now)
         with conn:
             frames = []
             for _ in range(3):
@@ -61,8 +58,6 @@ class ReversingShim:
             for sid, method in reversed(frames):
                 conn.sendall(self._answer(sid, method))
             conn.recv(1)  # until the prober hangs up
-        with ReversingShim.lock:
-            ReversingShim.open_now -= 1
 
     def _answer(self, sid: int, method: str) -> bytes:
         if method == "Connect":
@@ -122,17 +117,34 @@ def test_answers_out_of_order_are_matched_by_stream(sockdir: Path) -> None:
         assert [(m.key, m.value) for m in req.metadata] == [("containerd-namespace-ttrpc", "ns1")]
 
 
-def test_at_most_limit_connections_are_open(sockdir: Path) -> None:
-    ReversingShim.peak = 0
+def test_at_most_limit_connections_are_open(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted on the prober's side: sockets it created and has not closed yet."""
+    counts = {"open": 0, "peak": 0}
+
+    class Counting(socket.socket):
+        def __init__(self, *args: object, fileno: int | None = None, **kw: object) -> None:
+            super().__init__(*args, fileno=fileno, **kw)  # type: ignore[arg-type,misc]
+            self.counted = fileno is None  # made by a client, not by accept()
+            if self.counted:
+                counts["open"] += 1
+                counts["peak"] = max(counts["peak"], counts["open"])
+
+        def close(self) -> None:
+            if self.counted and self.fileno() >= 0:
+                counts["open"] -= 1
+            super().close()
+
     shims = [ReversingShim(sockdir / f"{i}.sock", shim_pid=200 + i) for i in range(5)]
     try:
         targets = [prober.Target(f"unix://{sockdir / f'{i}.sock'}", "ns", str(i)) for i in range(5)]
         done: list[int] = []
+        monkeypatch.setattr(socket, "socket", Counting)
         results = prober.probe_all(targets, timeout=5, limit=2, on_done=done.append)
     finally:
+        monkeypatch.undo()
         for s in shims:
             s.close()
-    assert ReversingShim.peak <= 2
+    assert counts["peak"] == 2 and counts["open"] == 0
     assert sorted(done) == [0, 1, 2, 3, 4]
     for i, (connect, _, _) in enumerate(results):
         assert isinstance(connect, bytes) and task.decode_connect(connect).shim_pid == 200 + i

@@ -77,12 +77,13 @@ def test_the_proc_scan_sees_a_shim_as_psutil_does(node: Node) -> None:
     (found,) = [s for s in procs.find_shims(node.address) if s.ref.pid == pid]
     proc = psutil.Process(pid)
     assert found.ref == procs.ProcessRef(pid, proc.create_time())
-    assert procs.is_alive(found.ref)
+    assert procs.is_alive(found.ref) and procs.still_alive(found.ref)
     assert list(found.argv) == proc.cmdline()
     assert (found.namespace, found.id, found.address) == ("default", "scan1", node.address)
     assert found.cwd == proc.cwd() == str(node.bundle("scan1"))
     run_cli(node, "delete", "scan1")
     assert wait_gone(pid, proc.create_time())
+    assert not procs.still_alive(found.ref)
     assert pid not in [s.ref.pid for s in procs.find_shims(node.address)]
 
 

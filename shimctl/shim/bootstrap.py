@@ -7,15 +7,14 @@ older ones print a bare address. Both forms are accepted wherever an address is 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shimctl.errors import InvalidArgument, NotImplementedByShim
 
 SUPPORTED_VERSIONS = (2, 3)
 
 
-@dataclass(frozen=True)
-class Bootstrap:
+class Bootstrap(NamedTuple):  # immutable; cheaper to define than a dataclass
     address: str
     version: int = 2
     protocol: str = "ttrpc"
@@ -64,5 +63,8 @@ def parse_bootstrap(text: str, *, source: str) -> Bootstrap:
 def _check_address(address: str, source: str) -> None:
     # A socket address never holds control characters or surrounding blanks; junk that does
     # (a shim's error text, a half-written file) is refused, whichever form carried it.
-    if address != address.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in address):
+    if address != address.strip() or (
+        not address.isprintable()  # fast path: a printable string has no control characters
+        and any(ord(c) < 0x20 or c == "\x7f" for c in address)
+    ):
         raise InvalidArgument(f"{source} holds no valid address: {address[:80]!r}")

@@ -23,7 +23,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from shimctl import errors
 from shimctl.shim import task, ttrpc
@@ -36,8 +36,7 @@ _MAX_PAUSE = 0.1
 _FD_RESERVE = 128  # descriptors left for everything else the run opens
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     address: str
     namespace: str
     id: str
@@ -48,21 +47,36 @@ Answer = bytes | errors.ShimctlError
 """A call's response payload, or the error it ended with."""
 
 
-@dataclass
 class _Probe:
-    index: int
-    target: Target
-    deadline: float
-    answers: list[Answer | None]
-    sock: socket.socket | None = None
-    retry_at: float = 0.0
-    pause: float = _FIRST_PAUSE
-    out: bytes = b""
-    inbuf: bytearray = field(default_factory=bytearray)
-    pending: dict[int, int] = field(default_factory=dict)  # stream id -> call index
-    discard: int = 0  # bytes left of an oversized frame being skipped
-    discard_stream: int = 0
-    discard_length: int = 0
+    """One shim being probed: its connection, what is left to send, what came back."""
+
+    __slots__ = (
+        "answers",
+        "deadline",
+        "discard",
+        "discard_length",
+        "discard_stream",
+        "inbuf",
+        "index",
+        "out",
+        "pause",
+        "pending",
+        "retry_at",
+        "sock",
+        "target",
+    )
+
+    def __init__(self, index: int, target: Target, deadline: float, answers: list[Answer | None]):
+        self.index, self.target, self.deadline, self.answers = index, target, deadline, answers
+        self.sock: socket.socket | None = None
+        self.retry_at = 0.0
+        self.pause = _FIRST_PAUSE
+        self.out = b""
+        self.inbuf = bytearray()
+        self.pending: dict[int, int] = {}  # stream id -> call index
+        self.discard = 0  # bytes left of an oversized frame being skipped
+        self.discard_stream = 0
+        self.discard_length = 0
 
     def what(self, call: int) -> str:
         service = task.service_name(self.target.api_version)
@@ -92,41 +106,116 @@ def probe_all(
 ) -> list[list[Answer]]:
     """Connect, Pids and State on every target; one answer list (in CALLS order) per target.
     At most `limit` connections are open at once; `on_done(index)` runs as each one ends."""
-    limit = limit or max_open()
-    results: list[list[Answer] | None] = [None] * len(targets)
-    sel = selectors.DefaultSelector()
-    waiting = list(range(len(targets)))
-    waiting.reverse()  # pop() from the end: targets start in order
-    live: dict[int, _Probe] = {}
-    retrying: list[_Probe] = []
+    prober = Prober(timeout=timeout, limit=limit, on_done=on_done)
+    for target in targets:
+        prober.submit(target)
+    return prober.finish()
 
-    def finish(p: _Probe) -> None:
+
+class Prober:
+    """Probes submitted one by one (the caller may still be reading the next bundles while the
+    first shims answer); `poll` does whatever I/O is ready, `finish` waits for the rest."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        limit: int | None = None,
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.limit = limit or max_open()
+        self.on_done = on_done
+        self.results: list[list[Answer] | None] = []
+        self._sel = selectors.DefaultSelector()
+        self._live: dict[int, _Probe] = {}
+        self._retrying: list[_Probe] = []
+
+    def submit(self, target: Target) -> int:
+        """Start probing `target` (after waiting for a free slot); returns its index."""
+        while len(self._live) >= self.limit:
+            self.poll(None)
+        index = len(self.results)
+        self.results.append(None)
+        p = _Probe(index, target, time.monotonic() + self.timeout, [None] * len(CALLS))
+        self._live[index] = p
+        self._begin(p)
+        return index
+
+    def finish(self) -> list[list[Answer]]:
+        """Wait until every probe has ended; the answers, in submission order."""
+        while self._live:
+            self.poll(None)
+        self._sel.close()
+        return [r if r is not None else [] for r in self.results]
+
+    def poll(self, wait: float | None = 0.0) -> None:
+        """Handle ready sockets, due retries and passed deadlines. `wait`: how long to block
+        for I/O at most (None: until the next deadline or retry)."""
+        now = time.monotonic()
+        for p in [p for p in self._retrying if p.retry_at <= now]:
+            self._retrying.remove(p)
+            if p.deadline <= now:
+                self._fail_dial(p)
+            else:
+                self._begin(p)
+        for p in [p for p in self._live.values() if p.deadline <= now and p.sock is not None]:
+            self._fail_pending(p, _deadline_error)
+        if not self._live:
+            return
+        if wait is None:
+            wake = [p.deadline for p in self._live.values() if p.sock is not None]
+            wake += [min(p.retry_at, p.deadline) for p in self._retrying]
+            wait = max(0.0, min(wake) - time.monotonic()) if wake else 0.0
+        if not self._sel.get_map():
+            time.sleep(wait)
+            return
+        for key, mask in self._sel.select(wait):
+            p = key.data
+            if p.sock is None:
+                continue
+            if mask & selectors.EVENT_WRITE and p.out:
+                self._write(p)
+            if p.sock is not None and mask & selectors.EVENT_READ:
+                self._read(p)
+
+    # -- one probe -----------------------------------------------------------------------
+
+    def _finish(self, p: _Probe) -> None:
         if p.sock is not None:
-            sel.unregister(p.sock)
+            self._sel.unregister(p.sock)
             p.sock.close()
             p.sock = None
-        live.pop(p.index, None)
-        results[p.index] = [
+        self._live.pop(p.index, None)
+        self.results[p.index] = [
             a if a is not None else errors.Unknown(f"{p.what(i)}: no answer")
             for i, a in enumerate(p.answers)
         ]
-        if on_done is not None:
-            on_done(p.index)
+        if self.on_done is not None:
+            self.on_done(p.index)
 
-    def fail_pending(p: _Probe, make: Callable[[str], errors.ShimctlError]) -> None:
+    def _fail_pending(self, p: _Probe, make: Callable[[str], errors.ShimctlError]) -> None:
         for call in p.pending.values():
             p.answers[call] = make(p.what(call))
         p.pending.clear()
-        finish(p)
+        self._finish(p)
 
-    def begin(p: _Probe) -> None:
+    def _fail_dial(self, p: _Probe) -> None:
+        """A probe whose dial kept hitting a full accept queue until its deadline."""
+        timed_out = errors.DeadlineExceeded(
+            f"connect {p.target.address}: timed out (the shim's accept queue stayed full)"
+        )
+        p.answers = [timed_out] * len(CALLS)
+        self._finish(p)
+
+    def _begin(self, p: _Probe) -> None:
         """Dial; on success queue the three requests. Ends `p` on a hard failure."""
         now = time.monotonic()
         try:
             target = ttrpc.parse_address(p.target.address)
         except errors.ShimctlError as err:
             p.answers = [err] * len(CALLS)
-            finish(p)
+            self._finish(p)
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
@@ -138,18 +227,17 @@ def probe_all(
             sock.close()
             p.retry_at = now + p.pause
             p.pause = min(p.pause * 2, _MAX_PAUSE)
-            retrying.append(p)
+            self._retrying.append(p)
             return
         except OSError as err:
             sock.close()
-            hint = (
-                "is the shim running?" if err.errno in (errno.ENOENT, errno.ECONNREFUSED) else None
-            )
+            gone = err.errno in (errno.ENOENT, errno.ECONNREFUSED)
             unavailable = errors.Unavailable(
-                f"connect {p.target.address}: {err.strerror or err}", hint=hint
+                f"connect {p.target.address}: {err.strerror or err}",
+                hint="is the shim running?" if gone else None,
             )
             p.answers = [unavailable] * len(CALLS)
-            finish(p)
+            self._finish(p)
             return
         p.sock = sock
         left_nano = max(1, int((p.deadline - now) * 1e9))
@@ -168,29 +256,32 @@ def probe_all(
             frames.append(ttrpc.encode_frame(stream_id, ttrpc.MSG_TYPE_REQUEST, 0, data))
             p.pending[stream_id] = call
         p.out = b"".join(frames)
-        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, p)
+        # Small requests: the socket buffer takes them at once, almost always.
+        self._sel.register(sock, selectors.EVENT_READ, p)
+        self._write(p)
 
-    def on_write(p: _Probe) -> None:
+    def _write(self, p: _Probe) -> None:
         assert p.sock is not None
         try:
             sent = p.sock.send(p.out)
         except BlockingIOError:
-            return
+            sent = 0
         except OSError as err:
-            fail_pending(p, _transport_error(err))
+            self._fail_pending(p, _transport_error(err))
             return
         p.out = p.out[sent:]
-        if not p.out:
-            sel.modify(p.sock, selectors.EVENT_READ, p)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if p.out else 0)
+        if events != self._sel.get_key(p.sock).events:
+            self._sel.modify(p.sock, events, p)
 
-    def on_read(p: _Probe) -> None:
+    def _read(self, p: _Probe) -> None:
         assert p.sock is not None
         try:
             chunk = p.sock.recv(64 * 1024)
         except BlockingIOError:
             return
         except OSError as err:
-            fail_pending(p, _transport_error(err))
+            self._fail_pending(p, _transport_error(err))
             return
         if not chunk:
             if p.discard:
@@ -199,57 +290,21 @@ def probe_all(
                 why = f"connection ended after {len(p.inbuf)} bytes of a frame"
             else:
                 why = "connection ended"
-            fail_pending(p, lambda w: errors.ShimClosed(f"{w}: ttrpc: closed ({why})"))
+            self._fail_pending(p, lambda w: errors.ShimClosed(f"{w}: ttrpc: closed ({why})"))
             return
         p.inbuf += chunk
         try:
             _parse(p)
         except errors.ProtocolError as err:
             message = err.message
-            fail_pending(p, lambda w: errors.ProtocolError(f"{w}: {message}"))
+            self._fail_pending(p, lambda w: errors.ProtocolError(f"{w}: {message}"))
             return
         if not p.pending:
-            finish(p)
-
-    while waiting or live or retrying:
-        now = time.monotonic()
-        while waiting and len(live) < limit:
-            index = waiting.pop()
-            p = _Probe(index, targets[index], now + timeout, [None] * len(CALLS))
-            live[index] = p
-            begin(p)
-        for p in [p for p in retrying if p.retry_at <= now]:
-            retrying.remove(p)
-            if p.deadline <= now:
-                fail_pending_all(p, finish)
-            else:
-                begin(p)
-        for p in [p for p in live.values() if p.deadline <= now and p.sock is not None]:
-            fail_pending(p, lambda w: errors.DeadlineExceeded(f"{w}: context deadline exceeded"))
-        if not live and not retrying and not waiting:
-            break
-        wake = [p.deadline for p in live.values() if p.sock is not None]
-        wake += [min(p.retry_at, p.deadline) for p in retrying]
-        wait = max(0.0, min(wake) - time.monotonic()) if wake else 0.0
-        for key, mask in sel.select(wait) if sel.get_map() else _sleep(wait):
-            p = key.data
-            if p.sock is None:
-                continue
-            if mask & selectors.EVENT_WRITE and p.out:
-                on_write(p)
-            if p.sock is not None and mask & selectors.EVENT_READ:
-                on_read(p)
-    sel.close()
-    return [r if r is not None else [] for r in results]
+            self._finish(p)
 
 
-def fail_pending_all(p: _Probe, finish: Callable[[_Probe], None]) -> None:
-    """A probe whose dial kept hitting a full accept queue until its deadline."""
-    timed_out = errors.DeadlineExceeded(
-        f"connect {p.target.address}: timed out (the shim's accept queue stayed full)"
-    )
-    p.answers = [timed_out] * len(CALLS)
-    finish(p)
+def _deadline_error(what: str) -> errors.ShimctlError:
+    return errors.DeadlineExceeded(f"{what}: context deadline exceeded")
 
 
 def _transport_error(err: OSError) -> Callable[[str], errors.ShimctlError]:
