@@ -435,7 +435,6 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
             continue
         names: set[str] = set()
         for entry in _subdirs(ns_state):
-            path = Path(entry.path)
             if entry.is_symlink():
                 others.append(
                     Finding(
@@ -443,7 +442,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
                         ns,
                         entry.name,
                         entry.path,
-                        f"bundle is a symlink to {os.readlink(path)}; not followed",
+                        f"bundle is a symlink to {os.readlink(entry.path)}; not followed",
                         Action.REPORT,
                     )
                 )
@@ -452,7 +451,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
             if not entry.is_dir(follow_symlinks=False):
                 continue
             if entry.name.startswith("."):
-                others.append(_hidden(ns, entry.name, path, now))
+                others.append(_hidden(ns, entry.name, Path(entry.path), now))
                 continue
             names.add(entry.name)
             todo.append((ns, entry.name))

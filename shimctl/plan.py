@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from shimctl.inspect import ANSWERED, UNRESPONSIVE, BundleEvidence, Inventory
 from shimctl.models.findings import Action, Finding, Kind
-from shimctl.sockets import socket_path
+from shimctl.sockets import socket_file
 
 LIST, LOAD, GC = "list", "load", "gc"
 KEEP_ACTIONS = (Action.KEEP, Action.REPORT)
@@ -47,8 +47,7 @@ def plan(
 
 
 def _socket_key(address: str) -> str:
-    path = socket_path(address)
-    return str(path) if path else address
+    return socket_file(address) or address
 
 
 def _decide(

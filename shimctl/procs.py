@@ -234,7 +234,7 @@ def verify_shim(
             f"process {pid} is a shim of namespace {shim.namespace!r} at {shim.address!r}, "
             f"not of {namespace!r} at {address!r}"
         )
-    in_namespace = shim.cwd is not None and Path(shim.cwd).parent == bundle.parent
+    in_namespace = shim.cwd is not None and os.path.dirname(shim.cwd) == str(bundle.parent)
     if not grouped:
         in_namespace = shim.cwd == str(bundle)
     if shim.id != bundle.name and not in_namespace:

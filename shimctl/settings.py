@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,13 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     socket_dir: Path = SHIM_SOCKET_DIR
 
-    @property
+    # Cached: inspect asks for them once per bundle.
+    @cached_property
     def task_root(self) -> Path:
         """ROOT: where work dirs live."""
         return self.root / TASK_PLUGIN_DIR
 
-    @property
+    @cached_property
     def task_state(self) -> Path:
         """STATE: where bundles live."""
         return self.state / TASK_PLUGIN_DIR

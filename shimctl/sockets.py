@@ -32,10 +32,16 @@ def derive_address(containerd_address: str, namespace: str, key: str, socket_dir
 
 def socket_path(address: str) -> Path | None:
     """The file a `unix://` address names; None for abstract (or junk) addresses."""
+    path = socket_file(address)
+    return Path(path) if path is not None else None
+
+
+def socket_file(address: str) -> str | None:
+    """socket_path as a normalised string (cheap, for keys and system calls)."""
     if not address.startswith("unix://"):
         return None
     path = address[len("unix://") :]
-    return Path(path) if path.startswith("/") and "\0" not in path else None
+    return posixpath.normpath(path) if path.startswith("/") and "\0" not in path else None
 
 
 def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:
