@@ -106,7 +106,9 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     """A table on stdout: rich on a colour terminal, plain aligned columns otherwise."""
     # Cells come from directory names and shim output: never let them carry terminal control
     # sequences, nor (on a terminal) rich markup.
-    rows = [[printable(cell) for cell in row] for row in rows]
+    rows = [
+        row if "".join(row).isprintable() else [printable(cell) for cell in row] for row in rows
+    ]
     if use_color(sys.stdout):
         from rich.console import Console
         from rich.table import Table
