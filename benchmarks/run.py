@@ -169,7 +169,6 @@ def private_node(name: str) -> Iterator[Node]:
 def containerd_startup_ms(node: Node) -> float:
     """Exec containerd over the node's state; time until its gRPC socket accepts (the runtime
     plugin has loaded every existing shim by then); stop it again by PID."""
-    sys.path.insert(0, str(ROOT))
     from tests.containerd import config_toml
     from tests.helpers import Node as TestNode
 
@@ -256,9 +255,7 @@ def _dead_containers(node: Node, count: int) -> None:
     for i, pid in enumerate(pids):
         task_id = f"{prefix}{i}"
         bundle = node.settings.task_state / "default" / task_id
-        with TaskClient.connect(
-            (bundle / "address").read_text(), "default", timeout=10
-        ) as client:
+        with TaskClient.connect((bundle / "address").read_text(), "default", timeout=10) as client:
             client.create(
                 task_id,
                 str(bundle),
@@ -298,11 +295,13 @@ def bench_start(runs: int) -> tuple[Row, float, float]:
 
         ours = timed(one, runs)
         for shim_dir in (node.settings.task_state / "default").glob("s*"):
-            with contextlib.suppress(Exception):
-                pid = TaskClient.connect(
+            with (
+                contextlib.suppress(Exception),
+                TaskClient.connect(
                     (shim_dir / "address").read_text(), "default", timeout=2
-                ).connect_info(shim_dir.name).shim_pid
-                node.track(pid)
+                ) as client,
+            ):
+                node.track(client.connect_info(shim_dir.name).shim_pid)
     return (
         Row(
             "start, whole process",
@@ -394,7 +393,7 @@ def main() -> None:
     import compileall
 
     compileall.compile_dir(str(ROOT / "shimctl"), quiet=1)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
     start_row, python, bare = bench_start(args.runs)
@@ -405,11 +404,11 @@ def main() -> None:
     rows.append(bench_memory(args.bundles))
     small = bench_memory(args.bundles // 10)
     growth = (rows[-1].shimctl or 0) - (small.shimctl or 0)
+    per_bundle = growth * 1024 * 1024 / max(1, args.bundles * 9 // 10)
     extra = [
         f"start baseline parts: python3 -I -c pass {python:.1f} ms, bare shim start {bare:.1f} ms",
         f"gc peak RSS at {args.bundles // 10} bundles: {small.shimctl:.1f} MB; growth to "
-        f"{args.bundles}: {growth:.1f} MB ({growth * 1024 * 1024 / max(1, args.bundles * 9 // 10):.0f} "
-        "bytes a bundle)",
+        f"{args.bundles}: {growth:.1f} MB ({per_bundle:.0f} bytes a bundle)",
     ]
     table = write_results(rows, extra, args.out)
     print(table)

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
-from shimctl import fsutil
+from shimctl import fsutil, identifiers
 from shimctl.errors import AlreadyExists, FailedPrecondition, NotFound, Unsafe
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
@@ -29,7 +29,6 @@ CONFIG = "config.json"
 LOG = "log"
 ROOTFS = "rootfs"
 WORK = "work"
-RUNTIME = "runtime"
 
 
 class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
@@ -39,6 +38,13 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
     work: Path  # ROOT/<ns>/<id>
     task_state: Path
     task_root: Path
+
+    @classmethod
+    def of_task(cls, settings: Settings, id: str) -> Bundle:
+        """The bundle of task `id` in the settings' namespace, both validated first."""
+        identifiers.validate_namespace(settings.namespace)
+        identifiers.validate_task_id(id)
+        return cls.locate(settings, settings.namespace, id)
 
     @classmethod
     def locate(cls, settings: Settings, namespace: str, id: str) -> Bundle:
@@ -104,9 +110,6 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
         """The path of a file in the bundle (a plain string: cheap, for system calls)."""
         return f"{self.path}/{name}"
 
-    def has(self, name: str) -> bool:
-        return os.path.lexists(self.file(name))
-
     def work_target(self) -> str | None:
         """Where the `work` link points, if it is a link; not resolved further."""
         try:
@@ -120,17 +123,22 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
         norm = os.path.normpath(target)
         return os.path.isabs(norm) and norm == str(self.work)
 
-    def check_safe(self) -> None:
-        """Refuse a bundle with a link out of ROOT/STATE, before anything acts on it: the
-        shim's own `delete` verb and Delete RPC unmount `<bundle>/rootfs` following links, and
-        the work link is what Bundle.delete removes."""
-        self.check_namespace_dirs()
+    def _safe_work_target(self) -> str | None:
+        """Where the `work` link points; Unsafe if anywhere but this bundle's work dir."""
         work = self.work_target()
         if work is not None and not self.work_is_safe(work):
             raise Unsafe(
                 f"{self.path / WORK} points at {work}, not at its own work dir {self.work}",
                 hint="inspect the bundle by hand; shimctl does not follow such a link",
             )
+        return work
+
+    def check_safe(self) -> None:
+        """Refuse a bundle with a link out of ROOT/STATE, before anything acts on it: the
+        shim's own `delete` verb and Delete RPC unmount `<bundle>/rootfs` following links, and
+        the work link is what Bundle.delete removes."""
+        self.check_namespace_dirs()
+        self._safe_work_target()
         if os.path.islink(self.path / ROOTFS):
             raise Unsafe(
                 f"{self.path / ROOTFS} is a symlink; not acting through it",
@@ -229,12 +237,7 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
             st = None
         if st is not None and not stat.S_ISDIR(st.st_mode):
             raise Unsafe(f"bundle {self.path} is not a directory; not removing it")
-        work = self.work_target()
-        if work is not None and not self.work_is_safe(work):
-            raise Unsafe(
-                f"{self.path / WORK} points at {work}, not at its own work dir {self.work}",
-                hint="inspect the bundle by hand; shimctl does not follow such a link",
-            )
+        work = self._safe_work_target()
         if st is not None:
             rootfs = self.path / ROOTFS
             if os.path.islink(rootfs):
@@ -257,10 +260,9 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
         except (OSError, Unsafe, FailedPrecondition) as err:
             bundle_err = err
         try:
-            if work is not None:
-                fsutil.atomic_delete(self.work, within=self.task_root)
-            elif bundle_err is None and os.path.isdir(self.work) and not os.path.islink(self.work):
-                # No link (or a dangling one already gone): the id's own work dir is still ours.
+            # No link (or a dangling one already gone): the id's own work dir is still ours.
+            own_dir = os.path.isdir(self.work) and not os.path.islink(self.work)
+            if work is not None or (bundle_err is None and own_dir):
                 fsutil.atomic_delete(self.work, within=self.task_root)
         except (OSError, Unsafe, FailedPrecondition) as work_err:
             if bundle_err is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
 
 MAX_WORKERS = 16
+
+Scan = list[procs.ShimProcess]
+"""The shim processes found under the lock (scanned only when a dead-shim re-check needs it);
+every action takes it, only delete-dead uses it."""
 
 
 class Skip(Exception):
@@ -58,10 +63,7 @@ def apply(
 
 def _run(settings: Settings, f: Finding, shims: list[procs.ShimProcess]) -> None:
     try:
-        if f.action == Action.DELETE_DEAD:
-            _delete_dead(settings, f, shims)
-        else:
-            _ACTIONS[f.action](settings, f)
+        _ACTIONS[f.action](settings, f, shims)
         f.outcome = "done"
         checkpoint("gc:action-done")
     except Skip as why:
@@ -79,7 +81,7 @@ def _bundle(settings: Settings, f: Finding) -> Bundle:
     return bundle
 
 
-def _delete_task(settings: Settings, f: Finding) -> None:
+def _delete_task(settings: Settings, f: Finding, _shims: Scan) -> None:
     bundle = _bundle(settings, f)
     try:
         _delete_task_through_shim(settings, f, bundle)
@@ -145,19 +147,17 @@ def _dead_shim_gone(
     the lock; None scans now."""
     # Processes first, then the socket: a dying shim's socket accepts until it has let go.
     for shim in procs.find_shims(settings.address) if shims is None else shims:
-        mine = shim.namespace == bundle.namespace and shim.cwd == str(bundle.path)
-        if mine and not procs.wait_gone(shim.ref, wait):
+        if shim.runs_in(bundle.namespace, bundle.path) and not procs.wait_gone(shim.ref, wait):
             raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
     boot = None
     with contextlib.suppress(ShimctlError):
         boot = bundle.connection()
-    if boot is not None:
-        path = sockets.socket_path(boot.address)
-        if path is not None and sockets.settle_state(path, wait) is sockets.SocketState.LISTENING:
-            raise Skip("its socket accepts connections again")
+    listening = sockets.SocketState.LISTENING
+    if boot is not None and sockets.address_state(boot.address, settle=wait) is listening:
+        raise Skip("its socket accepts connections again")
 
 
-def _delete_dead(settings: Settings, f: Finding, shims: list[procs.ShimProcess]) -> None:
+def _delete_dead(settings: Settings, f: Finding, shims: Scan) -> None:
     bundle = _bundle(settings, f)
     _dead_shim_gone(settings, bundle, shims=shims)
     lifecycle.run_delete_verb(settings, bundle, f.notes)
@@ -166,7 +166,7 @@ def _delete_dead(settings: Settings, f: Finding, shims: list[procs.ShimProcess])
     bundle.delete()
 
 
-def _delete_bundle(settings: Settings, f: Finding) -> None:
+def _delete_bundle(settings: Settings, f: Finding, _shims: Scan) -> None:
     bundle = _bundle(settings, f)
     try:
         if os.listdir(bundle.path):
@@ -176,7 +176,7 @@ def _delete_bundle(settings: Settings, f: Finding) -> None:
     bundle.delete()
 
 
-def _remove(settings: Settings, f: Finding) -> None:
+def _remove(settings: Settings, f: Finding, _shims: Scan) -> None:
     if f.kind == Kind.STALE_SOCKET:
         if not (f.address and sockets.remove_if_stale(f.address, settings.socket_dir)):
             raise Skip("the socket is gone or accepts connections again")
@@ -193,7 +193,7 @@ def _remove(settings: Settings, f: Finding) -> None:
     remove_tree(path, within=top)
 
 
-def _shutdown_orphan(settings: Settings, f: Finding) -> None:
+def _shutdown_orphan(settings: Settings, f: Finding, _shims: Scan) -> None:
     from shimctl.shim.task import TaskClient
 
     assert f.address is not None and f.shim_pid is not None
@@ -218,7 +218,7 @@ def _shutdown_orphan(settings: Settings, f: Finding) -> None:
         raise Skip(f"it no longer answers: {err}") from None
 
 
-def _kill_hung(settings: Settings, f: Finding) -> None:
+def _kill_hung(settings: Settings, f: Finding, _shims: Scan) -> None:
     bundle = _bundle(settings, f)
     assert f.shim_pid is not None
     shim = procs.verify_shim(
@@ -236,7 +236,8 @@ def _kill_hung(settings: Settings, f: Finding) -> None:
     bundle.delete()
 
 
-_ACTIONS = {
+_ACTIONS: dict[str, Callable[[Settings, Finding, Scan], None]] = {
+    Action.DELETE_DEAD: _delete_dead,
     Action.DELETE_TASK: _delete_task,
     Action.DELETE_BUNDLE: _delete_bundle,
     Action.REMOVE: _remove,

@@ -6,6 +6,7 @@ No file-system or socket work here. Heavy modules are imported inside the comman
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,20 @@ import click
 
 from shimctl import __version__
 from shimctl.completion import complete_namespace, complete_task_id, register_fish
-from shimctl.errors import ShimctlError
+from shimctl.errors import (
+    EXIT_ACTIONS_FAILED,
+    FailedPrecondition,
+    ShimctlError,
+    Unknown,
+)
+from shimctl.settings import DEFAULT_RUNTIME
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-register_fish()
+if "_SHIMCTL_COMPLETE" in os.environ:  # a shell asking for completions: only then
+    register_fish()
 
 
 class State:
@@ -101,8 +109,6 @@ def run(ctx: click.Context, action: Callable[[Any], None], *, quiet: bool = Fals
     except OSError as err:
         # An OS error nothing below classified (a state dir that is a file, a read-only
         # mount...): one line naming the path, never a traceback.
-        from shimctl.errors import Unknown
-
         where = f" {err.filename}" if err.filename else ""
         state.renderer(quiet=quiet).error(Unknown(f"{err.strerror or err}:{where}".rstrip(":")))
         ctx.exit(Unknown.exit_code)
@@ -163,7 +169,7 @@ def main(ctx: click.Context, /, **options: Any) -> None:
 @click.argument("task_id", metavar="ID")
 @click.option(
     "--runtime",
-    default="io.containerd.runc.v2",
+    default=DEFAULT_RUNTIME,
     show_default=True,
     metavar="NAME|PATH",
     help="Runtime name or absolute path of the shim binary.",
@@ -257,7 +263,6 @@ def delete(ctx: click.Context, task_id: str, force: bool) -> None:
 
 
 def _report_exit(ctx: click.Context, state: State, rep: Any, *, quiet: bool = False) -> None:
-    from shimctl.errors import EXIT_ACTIONS_FAILED
     from shimctl.render import report
 
     report(state.renderer(quiet=quiet), rep)
@@ -461,7 +466,6 @@ def doctor(ctx: click.Context) -> None:
     def action(state: State) -> None:
         from shimctl import doctor as checks
         from shimctl import render
-        from shimctl.errors import FailedPrecondition
 
         config = state.options.get("config")
         rep = checks.run(state.settings(), config=Path(config) if config else None)
@@ -479,7 +483,6 @@ def entry() -> None:
     shimctl writes is closed by then, and stdout/stderr are flushed here. Normal teardown
     still happens when another thread is still running, or on an unexpected exception."""
     import contextlib
-    import os
     import threading
 
     try:

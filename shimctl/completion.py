@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-TASK_PLUGIN_DIR = "io.containerd.runtime.v2.task"
 MAX_CANDIDATES = 1000
 
 
@@ -23,7 +22,12 @@ def _root_params(ctx: Any) -> dict[str, Any]:
 def _task_state(ctx: Any) -> Path | None:
     """`<state>/io.containerd.runtime.v2.task` as the command being completed would use it:
     --state, else SHIMCTL_STATE (click fills both in), else containerd's config, else default."""
-    from shimctl.settings import DEFAULT_CONFIG, DEFAULT_STATE, read_containerd_config
+    from shimctl.settings import (
+        DEFAULT_CONFIG,
+        DEFAULT_STATE,
+        TASK_PLUGIN_DIR,
+        read_containerd_config,
+    )
 
     params = _root_params(ctx)
     state = params.get("state") or os.environ.get("SHIMCTL_STATE")

@@ -157,6 +157,9 @@ def schema_markdown() -> str:
 def completion_script(shell: str) -> str:
     from click.shell_completion import get_completion_class
 
+    from shimctl.completion import register_fish
+
+    register_fish()
     cls = get_completion_class(shell)
     if cls is None:
         raise ValueError(f"click has no completion for {shell}")

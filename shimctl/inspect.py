@@ -28,8 +28,10 @@ from shimctl.errors import (
 )
 from shimctl.models.findings import Action, Finding, Kind
 from shimctl.progress import ProgressFn
+from shimctl.runtime import check_executable
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
+from shimctl.shim.prober import Prober, Target
 from shimctl.shim.ttrpc import parse_address
 from shimctl.spec import (
     CRI_CONTAINER_TYPE,
@@ -139,11 +141,7 @@ def namespaces(settings: Settings) -> list[str]:
 
 
 def read_bundle(
-    settings: Settings,
-    ns: str,
-    id: str,
-    now: float,
-    runtime_problems: dict[str, str | None] | None = None,
+    settings: Settings, ns: str, id: str, now: float, runtime_problems: dict[str, str | None]
 ) -> BundleEvidence:
     """Static evidence from the bundle's files (no sockets, no processes).
     `runtime_problems`: verdicts on shim binaries already checked in this run, by path."""
@@ -181,64 +179,59 @@ def read_bundle(
             if name in present:
                 ev.age = min(ev.age, _age(bundle.file(name), now))
                 break
-    try:
-        if SHIM_BINARY_PATH in present:
-            ev.runtime = bundle.read_text(SHIM_BINARY_PATH)
-        if SANDBOX in present:
+    if SANDBOX in present:
+        try:
             ev.sandbox_of = bundle.read_text(SANDBOX)
+        except ShimctlError as err:
+            # Which group it belongs to is unknown: never judged, never deleted unseen.
+            ev.unsafe = f"its sandbox file is unreadable: {err}"
+            return ev
+    try:
+        ev.runtime = bundle.read_text(SHIM_BINARY_PATH) if SHIM_BINARY_PATH in present else None
     except ShimctlError as err:
         ev.runtime_error = str(err)
-    if ev.runtime is None and ev.runtime_error is None:
-        ev.runtime_error = "no shim-binary-path"
-    elif ev.runtime is not None and ev.runtime_error is None:
-        if runtime_problems is None:
-            ev.runtime_error = _runtime_problem(ev.runtime)
-        else:
-            if ev.runtime not in runtime_problems:
-                runtime_problems[ev.runtime] = _runtime_problem(ev.runtime)
-            ev.runtime_error = runtime_problems[ev.runtime]
+    if ev.runtime is None:
+        ev.runtime_error = ev.runtime_error or "no shim-binary-path"
+    else:
+        if ev.runtime not in runtime_problems:
+            runtime_problems[ev.runtime] = _runtime_problem(ev.runtime)
+        ev.runtime_error = runtime_problems[ev.runtime]
     return ev
 
 
 def _runtime_problem(path: str) -> str | None:
+    """Why shim-binary-path cannot be run, as the delete verb would find it; None if it can."""
     if not os.path.isabs(path):
         return f"shim-binary-path {path!r} is not absolute"
     try:
-        st = os.stat(path)
-    except OSError as err:
-        return f"shim-binary-path {path}: {err.strerror}"
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        return f"shim-binary-path {path} is not an executable file"
+        check_executable(path)
+    except ShimctlError as err:
+        return f"shim-binary-path: {err}"
     return None
 
 
-def probe_bundle(settings: Settings, ev: BundleEvidence) -> None:
-    """Ask one bundle's shim what it holds: Connect, Pids and State, each with the load
-    timeout, one after another (bundles without a connection file: the API version is
-    negotiated first). Fills ev in place; never raises for shim faults. Most bundles are
-    probed many at a time by `_probe_many` instead."""
+def _probe_derived(
+    settings: Settings, ev: BundleEvidence, known: dict[int, procs.ShimProcess]
+) -> None:
+    """Probe a bundle that has no connection file at the address its live shim derives:
+    find the task API version the shim speaks, then Connect, Pids and State one after another
+    (each with the load timeout). Fills ev in place; never raises for shim faults."""
     from shimctl.shim.task import TaskClient
 
-    if ev.boot is None:
-        ev.probe, ev.probe_error = REFUSED, ev.address_error or "no address"
-        return
+    assert ev.boot is not None
     timeout = settings.timeouts.load
     log_fd = _open_log_fifo(f"{ev.path}/log")
     try:
-        with TaskClient.connect(
-            ev.boot.address, ev.namespace, timeout=timeout, api_version=ev.boot.version
-        ) as client:
-            if ev.derived_address:
-                # No bootstrap params on disk: find the API version the shim speaks.
-                client.negotiate(ev.id, timeout=timeout)
-                ev.boot = Bootstrap(address=ev.boot.address, version=client.api_version)
+        with TaskClient.connect(ev.boot.address, ev.namespace, timeout=timeout) as client:
+            client.negotiate(ev.id, timeout=timeout)
+            ev.boot = Bootstrap(address=ev.boot.address, version=client.api_version)
             answers: list[Answer] = []
             for call in (client.connect_info, client.pids, client.state):
                 try:
                     answers.append(call(ev.id, timeout=timeout))
                 except ShimctlError as err:
                     answers.append(err)  # after a broken call the rest fail at once
-            _judge(settings, ev, answers, known=None)
+            _judge(settings, ev, answers, known=known)
     except ShimctlError as err:
         _probe_failed(ev, err)
     finally:
@@ -266,11 +259,11 @@ def _judge(
     ev: BundleEvidence,
     answers: Sequence[Answer],
     *,
-    known: dict[int, procs.ShimProcess] | None,
+    known: dict[int, procs.ShimProcess],
 ) -> None:
     """Fill ev from the answers to Connect, Pids and State (in that order): the answering
-    process must be a shim of this bundle, checked against `known` (a /proc scan made after
-    the answers) or looked up. Raises the first call error that decides the outcome."""
+    process must be a shim of this bundle, checked against `known` (the /proc scan made
+    beside the probes) or looked up. Raises the first call error that decides the outcome."""
     from shimctl.shim import task
 
     def value(answer: Answer, decode: Callable[[bytes], object]) -> object:
@@ -320,11 +313,8 @@ class _Probing:
     /proc scan is made."""
 
     def __init__(self, settings: Settings, total: int, progress: ProgressFn | None) -> None:
-        from shimctl.shim import prober
-
-        self._target = prober.Target
         self.total, self.done, self.progress = total, 0, progress
-        self.prober = prober.Prober(timeout=settings.timeouts.load, on_done=self._ended)
+        self.prober = Prober(timeout=settings.timeouts.load, on_done=self._ended)
         self.probed: list[BundleEvidence] = []
         self.fifos: dict[int, int] = {}
         if progress is not None:
@@ -347,9 +337,7 @@ class _Probing:
             self._tick()
             return
         fd = _open_log_fifo(f"{ev.path}/log")
-        index = self.prober.submit(
-            self._target(ev.boot.address, ev.namespace, ev.id, ev.boot.version)
-        )
+        index = self.prober.submit(Target(ev.boot.address, ev.namespace, ev.id, ev.boot.version))
         self.probed.append(ev)
         if fd is not None:
             if self.prober.results[index] is None:
@@ -370,8 +358,7 @@ class _Probing:
 
 def _shim_exited_meanwhile(address: str) -> bool:
     """True when nothing accepts on `address` any more: the process that answered is gone."""
-    path = sockets.socket_path(address)
-    return path is not None and sockets.probe(path) is not sockets.SocketState.LISTENING
+    return sockets.address_state(address) not in (None, sockets.SocketState.LISTENING)
 
 
 def _open_log_fifo(path: str | Path) -> int | None:
@@ -492,7 +479,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
             _judge(settings, ev, answers, known=known)
         except ShimctlError as err:
             _probe_failed(ev, err)
-    _attach_processes(settings, bundles, shims)
+    _attach_processes(settings, bundles, known)
     others += _orphan_processes(settings, bundles, scope, now, shims)
     return Inventory(bundles, others + stale_sockets)
 
@@ -556,22 +543,19 @@ def _hidden(ns: str, name: str, path: Path, now: float) -> Finding:
 
 
 def _attach_processes(
-    settings: Settings, bundles: list[BundleEvidence], shims: list[procs.ShimProcess]
+    settings: Settings, bundles: list[BundleEvidence], known: dict[int, procs.ShimProcess]
 ) -> None:
     """For bundles whose shim did not answer, find a live shim process that belongs to them:
     a bundle with a live process is never treated as dead. A bundle with no connection file
     (containerd 2.x writes bootstrap.json only after `start` returns, so a crash in between
     leaves none) is probed again at the address its live shim derives from its argv."""
     silent = [ev for ev in bundles if ev.probe != ANSWERED]
-    if not silent:
-        return
     for ev in silent:
-        for shim in shims:
-            if shim.namespace == ev.namespace and (
-                shim.cwd == str(ev.path) or (shim.id == ev.id and ev.sandbox_of is None)
-            ):
-                if not procs.still_alive(shim.ref):
-                    continue  # exited since the scan (it ran beside the probes)
+        for shim in known.values():
+            mine = shim.runs_in(ev.namespace, ev.path) or (
+                shim.namespace == ev.namespace and shim.id == ev.id and ev.sandbox_of is None
+            )
+            if mine and procs.still_alive(shim.ref):  # the scan ran beside the probes
                 ev.live_process = shim
                 ev.shim_pid = shim.ref.pid
                 break
@@ -581,9 +565,12 @@ def _attach_processes(
         ev.boot = Bootstrap(address=shim_address(settings, ev.live_process))
         ev.derived_address = True
     if lost:
-        from shimctl import pool  # threads, only for this rare second pass
+        # Rare (a create interrupted after the shim started): one thread each, so hung ones
+        # cost one timeout together.
+        from concurrent.futures import ThreadPoolExecutor
 
-        pool.run_all(lambda ev: probe_bundle(settings, ev), lost)
+        with ThreadPoolExecutor(max_workers=min(64, len(lost))) as threads:
+            list(threads.map(lambda ev: _probe_derived(settings, ev, known), lost))
 
 
 def shim_address(settings: Settings, shim: procs.ShimProcess) -> str:
@@ -666,25 +653,19 @@ def _probe_orphan(settings: Settings, finding: Finding, shim: procs.ShimProcess)
 
 def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float) -> list[Finding]:
     """Sockets in the shim socket dir that refuse connections and that no bundle names."""
-    referenced = {
-        str(p) for ev in bundles if ev.boot and (p := sockets.socket_path(ev.boot.address))
-    }
+    referenced = {p for ev in bundles if ev.boot and (p := sockets.socket_file(ev.boot.address))}
     candidates = []
     for entry in _subdirs(settings.socket_dir):
         if entry.path in referenced or len(entry.name) != 64:
             continue
-        try:
-            if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                continue
-        except OSError:
-            continue
+        # Anything but a socket that refuses (a file, a live socket) is not stale.
         if sockets.probe(entry.path) is sockets.SocketState.REFUSED:
-            candidates.append((entry, entry.path))
+            candidates.append(entry)
     if candidates:
         # Also spare sockets named by bundles the evidence could not parse (junk, unsafe).
         referenced |= _all_addresses(settings)
     found = []
-    for entry, path in candidates:
+    for entry in candidates:
         if entry.path not in referenced:
             found.append(
                 Finding(
@@ -694,8 +675,8 @@ def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float
                     entry.path,
                     "socket refuses connections and no bundle names it",
                     Action.REMOVE,
-                    address=f"unix://{path}",
-                    age_seconds=_age(path, now),
+                    address=f"unix://{entry.path}",
+                    age_seconds=_age(entry.path, now),
                 )
             )
     return found

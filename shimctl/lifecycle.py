@@ -54,9 +54,7 @@ def shutdown(
     first_wait = min(LINGER_CHECK, settings.timeouts.shutdown)
     if ref is None or procs.wait_gone(ref, first_wait):
         return True
-    socket = sockets.socket_path(client.ttrpc.address)
-    socket_state = sockets.probe(socket) if socket else sockets.SocketState.MISSING
-    if socket_state is sockets.SocketState.LISTENING:
+    if sockets.address_state(client.ttrpc.address) is sockets.SocketState.LISTENING:
         # A shim that accepts Shutdown removes its socket first: this one declined, because
         # it still holds other containers.
         notes.append(f"shim {ref.pid} keeps running: it still serves other tasks")

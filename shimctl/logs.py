@@ -15,7 +15,6 @@ import select
 import time
 from collections.abc import Iterator
 
-from shimctl import identifiers
 from shimctl.bundle import Bundle
 from shimctl.settings import Settings
 
@@ -28,9 +27,7 @@ BUNDLE_CHECK = 1.0
 def stream(settings: Settings, id: str, *, follow: bool, idle: float) -> Iterator[bytes]:
     """Yield what the shim of task `id` writes to its log. Without `follow`, stop once nothing
     arrived for `idle` seconds; with it, run until interrupted or until the bundle is gone."""
-    identifiers.validate_namespace(settings.namespace)
-    identifiers.validate_task_id(id)
-    bundle = Bundle.locate(settings, settings.namespace, id)
+    bundle = Bundle.of_task(settings, id)
     bundle.check_dir()
     fd = bundle.open_log_fifo()
     try:

@@ -11,7 +11,7 @@ import contextlib
 from pathlib import Path
 
 from shimctl import identifiers, lifecycle, procs, sockets
-from shimctl.bundle import SANDBOX, Bundle
+from shimctl.bundle import ADDRESS, SANDBOX, Bundle
 from shimctl.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -53,9 +53,7 @@ class ShimManager:
         )
 
     def _bundle(self, id: str) -> Bundle:
-        identifiers.validate_namespace(self.settings.namespace)
-        identifiers.validate_task_id(id)
-        return Bundle.locate(self.settings, self.settings.namespace, id)
+        return Bundle.of_task(self.settings, id)
 
     # -- start -----------------------------------------------------------------------------
 
@@ -74,8 +72,8 @@ class ShimManager:
         bundle = self._bundle(id)
         s = self.settings
         if spec is None:
-            spec = encode_spec(default_spec())
             spec_doc = default_spec()
+            spec = encode_spec(spec_doc)
         else:
             spec_doc = parse_spec(spec, spec_source)
         if options is not None:
@@ -123,7 +121,7 @@ class ShimManager:
         a bare `address` for version 2 (the runc shim usually wrote it already)."""
         if boot.is_json:
             bundle.write_bootstrap(boot.to_json())
-        elif bundle.read_bytes("address") != boot.address.encode():
+        elif bundle.read_bytes(ADDRESS) != boot.address.encode():
             bundle.write_address(boot.address)
 
     def _start_in_sandbox(
@@ -182,7 +180,7 @@ class ShimManager:
                 with self._dial(boot, bundle.namespace) as client:
                     client.shutdown(bundle.id, timeout=s.timeouts.shutdown)
         for shim in procs.find_shims(s.address):
-            if shim.namespace == bundle.namespace and shim.cwd == str(bundle.path):
+            if shim.runs_in(bundle.namespace, bundle.path):
                 procs.terminate(shim.ref, grace=s.timeouts.shutdown)
         if boot is not None:
             sockets.remove_if_stale(boot.address, s.socket_dir, settle=1.0)
@@ -275,8 +273,8 @@ class ShimManager:
         live = [
             shim
             for shim in procs.find_shims(s.address)
-            if shim.namespace == bundle.namespace
-            and (shim.cwd == str(bundle.path) or shim.id == bundle.id)
+            if shim.runs_in(bundle.namespace, bundle.path)
+            or (shim.namespace == bundle.namespace and shim.id == bundle.id)
         ]
         if live and not force:
             pids = ", ".join(str(p.ref.pid) for p in live)

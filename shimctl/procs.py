@@ -44,6 +44,10 @@ class ShimProcess(NamedTuple):
     cwd: str | None
     argv: tuple[str, ...]
 
+    def runs_in(self, namespace: str, bundle: Path) -> bool:
+        """A shim runs with its bundle as working dir: is this one of that bundle's?"""
+        return self.namespace == namespace and self.cwd == str(bundle)
+
 
 def flag_value(argv: list[str] | tuple[str, ...], flag: str) -> str | None:
     """Value of a Go-style `-flag value` (or `-flag=value`) in argv."""
@@ -76,17 +80,21 @@ def ref_of(pid: int) -> ProcessRef | None:
 
 def is_alive(ref: ProcessRef) -> bool:
     try:
-        proc = psutil.Process(ref.pid)
-        return proc.create_time() == ref.create_time and _alive(proc)
+        return _same_live(psutil.Process(ref.pid), ref)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def _same_live(proc: psutil.Process, ref: ProcessRef) -> bool:
+    """`proc` is the process `ref` names (same start time), and not a zombie."""
+    return proc.create_time() == ref.create_time and _alive(proc)
 
 
 def shim_process(ref: ProcessRef) -> ShimProcess | None:
     """Describe `ref` if it is a live shim server process (by its argv), else None."""
     try:
         proc = psutil.Process(ref.pid)
-        if proc.create_time() != ref.create_time or not _alive(proc):
+        if not _same_live(proc, ref):
             return None
         argv = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -234,10 +242,11 @@ def verify_shim(
             f"process {pid} is a shim of namespace {shim.namespace!r} at {shim.address!r}, "
             f"not of {namespace!r} at {address!r}"
         )
-    in_namespace = shim.cwd is not None and os.path.dirname(shim.cwd) == str(bundle.parent)
-    if not grouped:
-        in_namespace = shim.cwd == str(bundle)
-    if shim.id != bundle.name and not in_namespace:
+    if grouped:
+        in_place = shim.cwd is not None and os.path.dirname(shim.cwd) == str(bundle.parent)
+    else:
+        in_place = shim.cwd == str(bundle)
+    if shim.id != bundle.name and not in_place:
         raise Unsafe(f"process {pid} is the shim of {shim.id!r}, not of {bundle.name!r}")
     return shim
 
@@ -259,8 +268,7 @@ def send_signal(ref: ProcessRef, sig: int, *, group: bool = False) -> bool:
     is started setpgid, so its group holds it and the helpers it runs (runc), never anything
     of ours. A process that merely belongs to some group is signalled alone."""
     try:
-        proc = psutil.Process(ref.pid)
-        if proc.create_time() != ref.create_time or not _alive(proc):
+        if not _same_live(psutil.Process(ref.pid), ref):
             return False
         if group and own_process_group(ref) and ref.pid != os.getpgrp():
             os.killpg(ref.pid, sig)
@@ -290,8 +298,3 @@ def own_process_group(ref: ProcessRef) -> bool:
         return os.getpgid(ref.pid) == ref.pid
     except ProcessLookupError:
         return False
-
-
-def require_alive_unchanged(ref: ProcessRef) -> None:
-    if not is_alive(ref):
-        raise Unsafe(f"process {ref.pid} changed or exited while shimctl was checking it")

@@ -6,7 +6,6 @@ prints. Separate from manager.py so these commands import nothing start and dele
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from shimctl import identifiers, sockets
 from shimctl.errors import FailedPrecondition
@@ -30,13 +29,12 @@ class Reconciler:
         """containerd's startup reconciliation, run on demand. Refused while a containerd
         answers at --address (it owns the state then) unless forced."""
         s = self.settings
-        if not force and not dry_run:
-            path = Path(s.address)
-            if sockets.probe(path) is sockets.SocketState.LISTENING:
-                raise FailedPrecondition(
-                    f"containerd answers at {s.address}: it owns this state",
-                    hint="use `shimctl gc` next to a live containerd, or pass --force",
-                )
+        listening = sockets.SocketState.LISTENING
+        if not (force or dry_run) and sockets.probe_address(s.address) is listening:
+            raise FailedPrecondition(
+                f"containerd answers at {s.address}: it owns this state",
+                hint="use `shimctl gc` next to a live containerd, or pass --force",
+            )
         return self._reconcile("load", dry_run=dry_run)
 
     def gc(

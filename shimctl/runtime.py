@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from shimctl.errors import InvalidArgument, NotFound
 
@@ -86,9 +85,7 @@ def check_executable(path: str) -> None:
         raise NotFound(f"shim binary {path}: {err.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
         raise InvalidArgument(f"shim binary {path} is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgument(f"shim binary {path} is not a regular file")
     if not st.st_mode & 0o111 or not os.access(path, os.X_OK):
         raise InvalidArgument(f"shim binary {path} is not executable", hint=f"chmod +x {path}")
-
-
-def runtime_label(path: str) -> str:
-    return Path(path).name

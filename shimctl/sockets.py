@@ -47,8 +47,6 @@ def socket_file(address: str) -> str | None:
 def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return SocketState.MISSING
     except OSError:
         return SocketState.MISSING
     if not stat.S_ISSOCK(st.st_mode):
@@ -71,6 +69,13 @@ def probe_address(address: str) -> SocketState:
     """Probe a plain socket path or a unix:// address (containerd's own sockets)."""
     path = socket_path(address) if address.startswith("unix://") else Path(address)
     return probe(path) if path is not None else SocketState.MISSING
+
+
+def address_state(address: str, *, settle: float = 0.0) -> SocketState | None:
+    """The state of the socket file behind a shim's `unix://` address (re-probed for up to
+    `settle` seconds while it accepts); None for an address with no file (abstract)."""
+    path = socket_path(address)
+    return settle_state(path, settle) if path is not None else None
 
 
 def settle_state(path: Path, settle: float) -> SocketState:

@@ -12,7 +12,8 @@ import re
 import shutil
 import subprocess
 
-from shimctl import __version__, fsutil
+from shimctl import __version__
+from shimctl.bundle import SHIM_BINARY_PATH, Bundle
 from shimctl.errors import ShimctlError
 from shimctl.models.info import ComponentVersion, VersionInfo
 from shimctl.runtime import resolve_runtime_path
@@ -82,13 +83,10 @@ def bundle_runtimes(settings: Settings) -> list[str]:
                 continue
             seen += 1
             try:
-                raw = fsutil.read_small(
-                    settings.task_state / ns.name / entry.name / "shim-binary-path"
-                )
+                text = Bundle.locate(settings, ns.name, entry.name).read_text(SHIM_BINARY_PATH)
             except (OSError, ShimctlError):
                 continue
-            text = raw.decode("utf-8", "replace").strip()
-            if os.path.isabs(text):
+            if text is not None and os.path.isabs(text):
                 found.add(text)
     return sorted(found)
 

@@ -9,6 +9,7 @@ import fcntl
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -44,19 +45,25 @@ def crash(node: Node, step: str, *args: str) -> None:
     assert proc.returncode == KILLED, (step, proc.returncode, proc.stdout, proc.stderr)
 
 
-def lock_is_free(node: Node) -> bool:
-    """flock semantics: a killed holder never keeps the state lock."""
+def lock_is_free(node: Node, settle: float = 2.0) -> bool:
+    """flock semantics: a killed holder never keeps the state lock. A child the killed run
+    was forking at that instant holds a copy of the (close-on-exec) descriptor until its
+    exec, so the lock is given `settle` seconds to come free."""
     path = node.task_state / ".shimctl.lock"
     if not path.exists():
         return True
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
+    deadline = time.monotonic() + settle
+    while True:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+        finally:
+            os.close(fd)
+        time.sleep(0.02)
 
 
 def converge(node: Node) -> dict[tuple[str, str], dict[str, object]]:

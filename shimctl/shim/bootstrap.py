@@ -12,6 +12,12 @@ from typing import NamedTuple
 from shimctl.errors import InvalidArgument, NotImplementedByShim
 
 SUPPORTED_VERSIONS = (2, 3)
+"""Bootstrap versions shimctl speaks; each names the task API version of the same number."""
+
+
+def service_name(api_version: int) -> str:
+    """The ttrpc service of the shim task API of that version."""
+    return f"containerd.task.v{api_version}.Task"
 
 
 class Bootstrap(NamedTuple):  # immutable; cheaper to define than a dataclass
@@ -24,7 +30,7 @@ class Bootstrap(NamedTuple):  # immutable; cheaper to define than a dataclass
         return self.version >= 3
 
     def task_service(self) -> str:
-        return f"containerd.task.v{self.version}.Task"
+        return service_name(self.version)
 
     def to_json(self) -> bytes:
         doc = {"version": self.version, "address": self.address, "protocol": self.protocol}

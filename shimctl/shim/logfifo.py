@@ -32,7 +32,7 @@ class LogDrain:
             try:
                 ready, _, _ = select.select([self._fd, self._wake_r], [], [])
                 if self._wake_r in ready:
-                    return
+                    break  # stopped: what the shim wrote meanwhile is drained below
                 data = os.read(self._fd, 65536)
             except (BlockingIOError, InterruptedError):
                 continue

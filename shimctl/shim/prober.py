@@ -17,7 +17,6 @@ caller judges a probe exactly as it judges TtrpcClient calls:
 
 from __future__ import annotations
 
-import errno
 import resource
 import selectors
 import socket
@@ -27,12 +26,11 @@ from typing import NamedTuple
 
 from shimctl import errors
 from shimctl.shim import task, ttrpc
+from shimctl.shim.bootstrap import service_name
 
 # The calls of one probe, in the order a caller judges them.
 CALLS = ("Connect", "Pids", "State")
 
-_FIRST_PAUSE = 0.005  # retry pause after EAGAIN on connect (a full accept queue), doubling
-_MAX_PAUSE = 0.1
 _FD_RESERVE = 128  # descriptors left for everything else the run opens
 
 
@@ -70,7 +68,7 @@ class _Probe:
         self.index, self.target, self.deadline, self.answers = index, target, deadline, answers
         self.sock: socket.socket | None = None
         self.retry_at = 0.0
-        self.pause = _FIRST_PAUSE
+        self.pause = ttrpc.CONNECT_FIRST_PAUSE
         self.out = b""
         self.inbuf = bytearray()
         self.pending: dict[int, int] = {}  # stream id -> call index
@@ -79,8 +77,8 @@ class _Probe:
         self.discard_length = 0
 
     def what(self, call: int) -> str:
-        service = task.service_name(self.target.api_version)
-        return f"ttrpc {service}/{CALLS[call]} on {self.target.address}"
+        service = service_name(self.target.api_version)
+        return ttrpc.call_what(service, CALLS[call], self.target.address)
 
 
 def max_open() -> int:
@@ -159,14 +157,22 @@ class Prober:
                 self._fail_dial(p)
             else:
                 self._begin(p)
-        for p in [p for p in self._live.values() if p.deadline <= now and p.sock is not None]:
-            self._fail_pending(p, _deadline_error)
+        # Every probe has the same timeout and _live keeps submission order, so it is ordered
+        # by deadline: only its head needs looking at (poll runs once per submitted bundle).
+        expired = []
+        for p in self._live.values():
+            if p.deadline > now:
+                break
+            if p.sock is not None:  # a retrying dial ends by its own deadline, above
+                expired.append(p)
+        for p in expired:
+            self._fail_pending(p, ttrpc.deadline_error)
         if not self._live:
             return
         if wait is None:
-            wake = [p.deadline for p in self._live.values() if p.sock is not None]
-            wake += [min(p.retry_at, p.deadline) for p in self._retrying]
-            wait = max(0.0, min(wake) - time.monotonic()) if wake else 0.0
+            wake = [next(iter(self._live.values())).deadline]
+            wake += [p.retry_at for p in self._retrying]
+            wait = max(0.0, min(wake) - time.monotonic())
         if not self._sel.get_map():
             time.sleep(wait)
             return
@@ -200,6 +206,9 @@ class Prober:
         p.pending.clear()
         self._finish(p)
 
+    def _fail_transport(self, p: _Probe, err: OSError) -> None:
+        self._fail_pending(p, lambda what: ttrpc.transport_error(what, err))
+
     def _fail_dial(self, p: _Probe) -> None:
         """A probe whose dial kept hitting a full accept queue until its deadline."""
         timed_out = errors.DeadlineExceeded(
@@ -217,31 +226,29 @@ class Prober:
             p.answers = [err] * len(CALLS)
             self._finish(p)
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.setblocking(False)
+        sock = None
         try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.setblocking(False)
             sock.connect(target)
         except BlockingIOError:
             # EAGAIN: the listener's accept queue is full (a busy or hung server). Retry
             # until the deadline, as the synchronous client does: it reads as a deadline.
+            assert sock is not None
             sock.close()
             p.retry_at = now + p.pause
-            p.pause = min(p.pause * 2, _MAX_PAUSE)
+            p.pause = min(p.pause * 2, ttrpc.CONNECT_MAX_PAUSE)
             self._retrying.append(p)
             return
         except OSError as err:
-            sock.close()
-            gone = err.errno in (errno.ENOENT, errno.ECONNREFUSED)
-            unavailable = errors.Unavailable(
-                f"connect {p.target.address}: {err.strerror or err}",
-                hint="is the shim running?" if gone else None,
-            )
-            p.answers = [unavailable] * len(CALLS)
+            if sock is not None:
+                sock.close()
+            p.answers = [ttrpc.dial_error(p.target.address, err)] * len(CALLS)
             self._finish(p)
             return
         p.sock = sock
         left_nano = max(1, int((p.deadline - now) * 1e9))
-        service = task.service_name(p.target.api_version)
+        service = service_name(p.target.api_version)
         requests = (
             task.connect_request(p.target.id),
             task.pids_request(p.target.id),
@@ -267,7 +274,7 @@ class Prober:
         except BlockingIOError:
             sent = 0
         except OSError as err:
-            self._fail_pending(p, _transport_error(err))
+            self._fail_transport(p, err)
             return
         p.out = p.out[sent:]
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if p.out else 0)
@@ -281,7 +288,7 @@ class Prober:
         except BlockingIOError:
             return
         except OSError as err:
-            self._fail_pending(p, _transport_error(err))
+            self._fail_transport(p, err)
             return
         if not chunk:
             if p.discard:
@@ -303,23 +310,6 @@ class Prober:
             self._finish(p)
 
 
-def _deadline_error(what: str) -> errors.ShimctlError:
-    return errors.DeadlineExceeded(f"{what}: context deadline exceeded")
-
-
-def _transport_error(err: OSError) -> Callable[[str], errors.ShimctlError]:
-    """The error each pending call gets when the socket fails (as TtrpcClient maps them)."""
-    why = err.strerror or str(err)
-    if isinstance(err, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
-        return lambda what: errors.ShimClosed(f"{what}: ttrpc: closed ({why})")
-    return lambda what: errors.Unavailable(f"{what}: {why}")
-
-
-def _sleep(seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
-    time.sleep(seconds)
-    return []
-
-
 def _parse(p: _Probe) -> None:
     """Take every whole response frame out of p.inbuf. ProtocolError breaks the connection."""
     buf = p.inbuf
@@ -336,16 +326,8 @@ def _parse(p: _Probe) -> None:
         if len(buf) < ttrpc.HEADER_SIZE:
             return
         header = ttrpc.decode_header(bytes(buf[: ttrpc.HEADER_SIZE]))
-        if header.msg_type != ttrpc.MSG_TYPE_RESPONSE:
-            raise errors.ProtocolError(
-                f"ttrpc: unexpected message type {header.msg_type} on stream {header.stream_id}"
-            )
-        call = p.pending.get(header.stream_id)
-        if call is None:
-            expected = ", ".join(str(s) for s in sorted(p.pending))
-            raise errors.ProtocolError(
-                f"ttrpc: response for stream {header.stream_id}, expected {expected}"
-            )
+        ttrpc.check_response_header(header, p.pending)
+        call = p.pending[header.stream_id]
         if header.length > ttrpc.MAX_MESSAGE:
             # Read and thrown away as it comes; memory stays bounded.
             del buf[: ttrpc.HEADER_SIZE]

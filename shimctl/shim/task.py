@@ -17,11 +17,12 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from shimctl import errors
+from shimctl.shim.bootstrap import SUPPORTED_VERSIONS, service_name
 from shimctl.shim.proto import runc_options_pb2, task_pb2
 from shimctl.shim.ttrpc import TtrpcClient
 
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"
-API_VERSIONS = (2, 3)
+API_VERSIONS = SUPPORTED_VERSIONS
 
 # Go's zero time.Time as a protobuf Timestamp: 0001-01-01T00:00:00Z.
 ZERO_TIME_SECONDS = -62135596800
@@ -147,10 +148,6 @@ def validate_any(data: bytes, *, source: str = "options") -> tuple[str, bytes]:
     return msg.type_url, msg.value
 
 
-def service_name(api_version: int) -> str:
-    return f"containerd.task.v{api_version}.Task"
-
-
 # Requests and replies of the three read-only calls a probe makes; shared by TaskClient and the
 # pipelining prober (shim/prober.py) so both read a shim's answers the same way.
 
@@ -251,13 +248,7 @@ class TaskClient:
         self.close()
 
     def _call(self, method: str, request: Message, reply: type[_M], timeout: float | None) -> _M:
-        data = self.ttrpc.call(
-            self.service,
-            method,
-            request.SerializeToString(),
-            timeout=self.timeout if timeout is None else timeout,
-            namespace=self.namespace,
-        )
+        data = self._call_raw(method, request.SerializeToString(), timeout)
         return _decode(reply, data, f"{method} response")
 
     def _call_empty(self, method: str, request: Message, timeout: float | None) -> None:

@@ -27,7 +27,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -40,7 +40,6 @@ MAX_MESSAGE = 4 * 1024 * 1024
 HEADER_SIZE = 10
 MSG_TYPE_REQUEST = 0x01
 MSG_TYPE_RESPONSE = 0x02
-MSG_TYPE_DATA = 0x03
 
 NAMESPACE_KEY = "containerd-namespace-ttrpc"
 UNIX_PREFIX = "unix://"
@@ -156,17 +155,23 @@ def read_frame(recv: Recv) -> tuple[FrameHeader, bytes | None]:
     return header, _read_exact(recv, header.length)
 
 
-def read_response(recv: Recv, stream_id: int) -> bytes:
-    """Read the Response frame for `stream_id` and return its payload (or raise)."""
-    header = decode_header(_read_exact(recv, HEADER_SIZE))
+def check_response_header(header: FrameHeader, expected: Collection[int]) -> None:
+    """A client's next frame must be a Response on a stream it is waiting for."""
     if header.msg_type != MSG_TYPE_RESPONSE:
         raise errors.ProtocolError(
             f"ttrpc: unexpected message type {header.msg_type} on stream {header.stream_id}"
         )
-    if header.stream_id != stream_id:
+    if header.stream_id not in expected:
+        waiting = ", ".join(str(i) for i in sorted(expected))
         raise errors.ProtocolError(
-            f"ttrpc: response for stream {header.stream_id}, expected {stream_id}"
+            f"ttrpc: response for stream {header.stream_id}, expected {waiting}"
         )
+
+
+def read_response(recv: Recv, stream_id: int) -> bytes:
+    """Read the Response frame for `stream_id` and return its payload (or raise)."""
+    header = decode_header(_read_exact(recv, HEADER_SIZE))
+    check_response_header(header, (stream_id,))
     if header.length > MAX_MESSAGE:
         _discard(recv, header.length)
         raise too_large(header.length)
@@ -209,6 +214,40 @@ def parse_address(address: str) -> str | bytes:
     return name
 
 
+# -- errors a client raises (shared with the pipelining prober, shim/prober.py) ------------
+
+# Pauses between connect attempts while a listener's accept queue is full (EAGAIN).
+CONNECT_FIRST_PAUSE = 0.005
+CONNECT_MAX_PAUSE = 0.1
+
+_CLOSED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def call_what(service: str, method: str, address: str) -> str:
+    """How errors of one call name it."""
+    return f"ttrpc {service}/{method} on {address}"
+
+
+def deadline_error(what: str) -> errors.DeadlineExceeded:
+    return errors.DeadlineExceeded(f"{what}: context deadline exceeded")
+
+
+def dial_error(address: str, err: OSError) -> errors.Unavailable:
+    """A socket that could not be made or connected (other than a full accept queue)."""
+    gone = err.errno in (errno.ENOENT, errno.ECONNREFUSED)
+    return errors.Unavailable(
+        f"connect {address}: {err.strerror or err}",
+        hint="is the shim running?" if gone else None,
+    )
+
+
+def transport_error(what: str, err: OSError) -> errors.ShimctlError:
+    """A send or receive that failed: the peer went away (ShimClosed), or something else."""
+    if isinstance(err, _CLOSED):
+        return errors.ShimClosed(f"{what}: ttrpc: closed ({err.strerror})")
+    return errors.Unavailable(f"{what}: {err.strerror or err}")
+
+
 # -- client --------------------------------------------------------------------------------
 
 
@@ -239,12 +278,12 @@ class TtrpcClient:
         if timeout <= 0:
             raise errors.DeadlineExceeded(f"connect {address}: no time left")
         deadline = time.monotonic() + timeout
-        pause = 0.005
+        pause = CONNECT_FIRST_PAUSE
         while True:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             except OSError as err:
-                raise errors.Unavailable(f"connect {address}: {err.strerror or err}") from None
+                raise dial_error(address, err) from None
             try:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -258,7 +297,7 @@ class TtrpcClient:
                 # live-but-stuck shim reads as DeadlineExceeded, never as Unavailable.
                 sock.close()
                 time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-                pause = min(pause * 2, 0.1)
+                pause = min(pause * 2, CONNECT_MAX_PAUSE)
             except TimeoutError:
                 sock.close()
                 raise errors.DeadlineExceeded(
@@ -266,12 +305,7 @@ class TtrpcClient:
                 ) from None
             except OSError as err:
                 sock.close()
-                raise errors.Unavailable(
-                    f"connect {address}: {err.strerror or err}",
-                    hint="is the shim running?"
-                    if err.errno in (errno.ENOENT, errno.ECONNREFUSED)
-                    else None,
-                ) from None
+                raise dial_error(address, err) from None
 
     @property
     def closed(self) -> bool:
@@ -310,9 +344,9 @@ class TtrpcClient:
         waiting for a busy client) must finish within `timeout` seconds."""
         timeout = _check_timeout(timeout)
         deadline = time.monotonic() + timeout
-        what = f"ttrpc {service}/{method} on {self.address}"
+        what = call_what(service, method, self.address)
         if timeout <= 0 or not self._lock.acquire(timeout=timeout):
-            raise errors.DeadlineExceeded(f"{what}: context deadline exceeded")
+            raise deadline_error(what)
         try:
             return self._call_locked(service, method, payload, deadline, namespace, what)
         finally:
@@ -332,7 +366,7 @@ class TtrpcClient:
             raise errors.ShimClosed(f"{what}: ttrpc: closed ({self._why_closed})")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise errors.DeadlineExceeded(f"{what}: context deadline exceeded")
+            raise deadline_error(what)
         data = encode_request(
             service,
             method,
@@ -368,10 +402,7 @@ class TtrpcClient:
             return result
         except TimeoutError:
             self._break("a call timed out")
-            raise errors.DeadlineExceeded(f"{what}: context deadline exceeded") from None
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as err:
-            self._break("connection ended")
-            raise errors.ShimClosed(f"{what}: ttrpc: closed ({err.strerror})") from None
+            raise deadline_error(what) from None
         except errors.ShimClosed as err:
             self._break("connection ended")
             raise errors.ShimClosed(f"{what}: {err.message}") from None
@@ -384,8 +415,9 @@ class TtrpcClient:
             clean = True
             raise
         except OSError as err:
-            self._break(f"socket error: {err.strerror or err}")
-            raise errors.Unavailable(f"{what}: {err.strerror or err}") from None
+            ended = isinstance(err, _CLOSED)
+            self._break("connection ended" if ended else f"socket error: {err.strerror or err}")
+            raise transport_error(what, err) from None
         finally:
             if not clean and self._sock is not None:
                 # KeyboardInterrupt or similar mid-call: the stream is out of step.
