@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from shimctl import __version__
 
@@ -59,11 +59,14 @@ def build_wheel(tmp: Path) -> Path:
 
 
 def _requirement_names(requires: list[str] | None) -> list[str]:
+    """Names of the requirements that apply here: environment markers are evaluated (click's
+    `colorama; platform_system == "Windows"` is not one), extras are not asked for."""
     names = []
-    for req in requires or []:
-        if ";" in req and "extra ==" in req.split(";", 1)[1]:
+    for text in requires or []:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             continue
-        names.append(re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0])
+        names.append(req.name)
     return names
 
 
@@ -170,3 +173,11 @@ def test_wheel_installs_and_runs_in_a_clean_venv(tmp_path: Path) -> None:
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert '"command": "list"' in listed.stdout
+
+
+def test_requirement_names_honour_environment_markers() -> None:
+    # click's own Requires-Dist: colorama only on Windows, never demanded on Linux.
+    names = _requirement_names(
+        ['colorama; platform_system == "Windows"', "psutil>=5.9", 'pytest>=8; extra == "dev"']
+    )
+    assert names == ["psutil"]
