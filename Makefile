@@ -42,10 +42,10 @@ bench: deps
 docs: schema completions man
 
 schema:
-	$(PYTHON) -m shimctl.docgen schema
+	$(PYTHON) -m tools.docgen schema
 
 completions:
-	$(PYTHON) -m shimctl.docgen completions
+	$(PYTHON) -m tools.docgen completions
 
 man:
-	$(PYTHON) -m shimctl.docgen man
+	$(PYTHON) -m tools.docgen man

@@ -28,10 +28,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shimctl.manager import ShimManager  # noqa: E402
+from shimctl.node.spec import default_spec, encode_spec  # noqa: E402
+from shimctl.ops.manager import ShimManager  # noqa: E402
 from shimctl.settings import Settings, Timeouts  # noqa: E402
 from shimctl.shim.task import Mount, TaskClient, runc_options_any  # noqa: E402
-from shimctl.spec import default_spec, encode_spec  # noqa: E402
 
 SHIM = "/usr/bin/containerd-shim-runc-v2"
 CONTAINERD = "/usr/bin/containerd"
@@ -108,10 +108,10 @@ class Node:
                     os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
         # Shims started by containerd or left by a scenario: found by this node's address.
-        from shimctl import procs
+        from shimctl.node import processes
 
-        for shim in procs.find_shims(self.address):
-            procs.send_signal(shim.ref, signal.SIGKILL)
+        for shim in processes.find_shims(self.address):
+            processes.send_signal(shim.ref, signal.SIGKILL)
         for runc_state in self.runc_root.glob("*/*"):
             subprocess.run(
                 ["runc", "--root", str(runc_state.parent), "delete", "--force", runc_state.name],
@@ -129,7 +129,7 @@ class Node:
 
 
 def _mounts_under(base: Path) -> list[str]:
-    from shimctl.fsutil import mount_points_under
+    from shimctl.node.fs import mount_points_under
 
     return mount_points_under(base)
 

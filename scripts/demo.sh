@@ -17,9 +17,9 @@ cleanup() {
   # Stop what the demo started, by PID, after checking each is a shim of this private address.
   "$PYTHON" - "$SHIMCTL_ADDRESS" <<'PY' || true
 import sys
-from shimctl import procs
-for shim in procs.find_shims(sys.argv[1]):
-    procs.terminate(shim.ref, grace=2.0)
+from shimctl.node import processes
+for shim in processes.find_shims(sys.argv[1]):
+    processes.terminate(shim.ref, grace=2.0)
 PY
   shimctl gc --min-age 0 --quiet >/dev/null 2>&1 || true
   rm -rf "$base"
@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 echo "private state in $base"
 spec=$base/sleep.json
-"$PYTHON" -c 'import json,sys; from shimctl.spec import default_spec; json.dump(default_spec(["/bin/sleep","600"]), open(sys.argv[1],"w"))' "$spec"
+"$PYTHON" -c 'import json,sys; from shimctl.node.spec import default_spec; json.dump(default_spec(["/bin/sleep","600"]), open(sys.argv[1],"w"))' "$spec"
 
 step start web --spec "$spec"
 # Give `web` a real busybox task through shimctl's own ttrpc client.

@@ -1,3 +1,3 @@
-from shimctl.cli import entry
+from shimctl.cli.app import entry
 
 entry()

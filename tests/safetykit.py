@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from shimctl.spec import default_spec
+from shimctl.node.spec import default_spec
 from tests.helpers import (
     Node,
     find_address_processes,

@@ -11,9 +11,9 @@ from typing import Any
 
 import psutil
 
-from shimctl.fsutil import unmount_all
+from shimctl.node.fs import unmount_all
+from shimctl.node.spec import default_spec
 from shimctl.shim.task import Mount, TaskClient, runc_options_any
-from shimctl.spec import default_spec
 from tests.helpers import Node, populate_busybox_rootfs, remove_stale_socket, run_cli, wait_gone
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shimctl.bundle import Bundle
 from shimctl.errors import InvalidArgument, NotImplementedByShim
+from shimctl.node.bundle import Bundle
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 from tests.helpers import Node, run_cli

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from shimctl import fsutil
-from shimctl.bundle import Bundle
 from shimctl.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unsafe
+from shimctl.node import fs
+from shimctl.node.bundle import Bundle
+from shimctl.node.spec import default_spec, encode_spec, remapped_gid
 from shimctl.settings import Settings
-from shimctl.spec import default_spec, encode_spec, remapped_gid
 from tests.helpers import Node
 
 NS = "default"
@@ -281,7 +281,7 @@ def test_delete_renames_before_removing(
     def boom(path: Path, *, within: Path) -> None:
         raise OSError(errno.EIO, "interrupted")
 
-    monkeypatch.setattr(fsutil, "remove_tree", boom)
+    monkeypatch.setattr(fs, "remove_tree", boom)
     # Both removals fail: the error names both, as containerd's does.
     with pytest.raises(FailedPrecondition, match=r"failed to remove both.*interrupted"):
         b.delete()
@@ -375,11 +375,11 @@ def test_delete_unmounts_rootfs_and_spares_the_mount_source(
     mounts(precious, rootfs)
     mounts(precious, rootfs)  # stacked: UnmountAll peels every layer
     assert (rootfs / "keep.txt").exists()
-    assert fsutil.mount_points_under(b.path) == [str(rootfs), str(rootfs)]
+    assert fs.mount_points_under(b.path) == [str(rootfs), str(rootfs)]
     b.delete()
     assert not os.path.lexists(b.path)
     assert not os.path.lexists(b.work)
-    assert fsutil.mount_points_under(node.base) == []
+    assert fs.mount_points_under(node.base) == []
     assert _intact(precious)
 
 
@@ -421,7 +421,7 @@ def test_delete_without_bundle_removes_the_work_dir(settings: Settings, node: No
     assert not os.path.lexists(b.work)
 
 
-# -- fsutil.remove_tree / atomic_delete ---------------------------------------------------------
+# -- fs.remove_tree / atomic_delete ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -435,22 +435,22 @@ def top(tmp_path: Path) -> Path:
 def test_remove_tree_removes_without_following_inner_links(top: Path, precious: Path) -> None:
     os.symlink(precious, top / "a" / "link-out")
     os.symlink(precious / "keep.txt", top / "a" / "b" / "file-link")
-    fsutil.remove_tree(top / "a", within=top)
+    fs.remove_tree(top / "a", within=top)
     assert os.listdir(top) == []
     assert _intact(precious)
 
 
 def test_remove_tree_file_and_missing(top: Path) -> None:
-    fsutil.remove_tree(top / "a" / "b" / "f", within=top)
+    fs.remove_tree(top / "a" / "b" / "f", within=top)
     assert os.listdir(top / "a" / "b") == []
-    fsutil.remove_tree(top / "missing", within=top)
+    fs.remove_tree(top / "missing", within=top)
 
 
 @pytest.mark.parametrize("rel", ["", ".", "a/../..", "../precious", "/"])
 def test_remove_tree_refuses_outside(top: Path, precious: Path, rel: str) -> None:
     path = Path("/") if rel == "/" else Path(f"{top}/{rel}")
     with pytest.raises(Unsafe, match="is not inside"):
-        fsutil.remove_tree(path, within=top)
+        fs.remove_tree(path, within=top)
     assert (top / "a" / "b" / "f").exists()
     assert _intact(precious)
 
@@ -458,14 +458,14 @@ def test_remove_tree_refuses_outside(top: Path, precious: Path, rel: str) -> Non
 def test_remove_tree_refuses_a_sibling_with_a_common_prefix(tmp_path: Path) -> None:
     (tmp_path / "top-sibling").mkdir()
     with pytest.raises(Unsafe):
-        fsutil.remove_tree(tmp_path / "top-sibling", within=tmp_path / "top")
+        fs.remove_tree(tmp_path / "top-sibling", within=tmp_path / "top")
     assert (tmp_path / "top-sibling").is_dir()
 
 
 def test_remove_tree_refuses_symlinks(top: Path, precious: Path) -> None:
     os.symlink(precious, top / "link")
     with pytest.raises(Unsafe, match="it is a symlink"):
-        fsutil.remove_tree(top / "link", within=top)
+        fs.remove_tree(top / "link", within=top)
     assert os.path.islink(top / "link")
     assert _intact(precious)
 
@@ -473,7 +473,7 @@ def test_remove_tree_refuses_symlinks(top: Path, precious: Path) -> None:
 def test_remove_tree_refuses_a_symlinked_dir_between(top: Path, precious: Path) -> None:
     # e.g. ROOT/<ns> -> elsewhere: ROOT/<ns>/<id> reads as inside ROOT but is not.
     os.symlink(precious, top / "ns")
-    for remove in (fsutil.remove_tree, fsutil.atomic_delete):
+    for remove in (fs.remove_tree, fs.atomic_delete):
         with pytest.raises(Unsafe) as info:
             remove(top / "ns" / "sub", within=top)
         assert (
@@ -488,7 +488,7 @@ def test_remove_tree_refuses_a_tree_holding_a_mount(
 ) -> None:
     mounts(precious, top / "a" / "b")
     with pytest.raises(FailedPrecondition) as info:
-        fsutil.remove_tree(top / "a", within=top)
+        fs.remove_tree(top / "a", within=top)
     assert str(info.value) == f"refusing to remove {top / 'a'}: {top / 'a' / 'b'} is still mounted"
     assert _intact(precious)
     assert (top / "a" / "b" / "keep.txt").exists()
@@ -502,7 +502,7 @@ def test_remove_tree_sees_mounts_through_a_symlinked_ancestor(
     os.symlink(top, alias)
     mounts(precious, top / "a" / "b")
     with pytest.raises(FailedPrecondition, match="is still mounted"):
-        fsutil.remove_tree(alias / "a", within=alias)
+        fs.remove_tree(alias / "a", within=alias)
     assert _intact(precious)
 
 
@@ -512,23 +512,23 @@ def test_mount_points_under_decodes_escapes(
     odd = tmp_path / "with space\tand tab é"
     odd.mkdir()
     mounts(precious, odd)
-    assert fsutil.mount_points_under(tmp_path) == [str(odd)]
-    assert fsutil.mount_points_under(odd) == [str(odd)]
-    assert fsutil.mount_points_under(tmp_path / "with space") == []
+    assert fs.mount_points_under(tmp_path) == [str(odd)]
+    assert fs.mount_points_under(odd) == [str(odd)]
+    assert fs.mount_points_under(tmp_path / "with space") == []
 
 
 def test_atomic_delete(top: Path) -> None:
     (top / ".a").mkdir()
     (top / ".a" / "stale").write_text("x")
-    fsutil.atomic_delete(top / "a", within=top)
+    fs.atomic_delete(top / "a", within=top)
     assert os.listdir(top) == []
-    fsutil.atomic_delete(top / "a", within=top)  # missing is fine
+    fs.atomic_delete(top / "a", within=top)  # missing is fine
 
 
 def test_atomic_delete_refuses_the_top_itself(top: Path, tmp_path: Path) -> None:
     for path in (top, Path(f"{top}/."), tmp_path):
         with pytest.raises(Unsafe):
-            fsutil.atomic_delete(path, within=top)
+            fs.atomic_delete(path, within=top)
     assert (top / "a" / "b" / "f").exists()
     assert not os.path.lexists(tmp_path / ".top")
 
@@ -536,7 +536,7 @@ def test_atomic_delete_refuses_the_top_itself(top: Path, tmp_path: Path) -> None
 def test_atomic_delete_refuses_symlinks(top: Path, precious: Path) -> None:
     os.symlink(precious, top / "link")
     with pytest.raises(Unsafe):
-        fsutil.atomic_delete(top / "link", within=top)
+        fs.atomic_delete(top / "link", within=top)
     assert os.path.islink(top / "link")
     assert _intact(precious)
 
@@ -544,21 +544,21 @@ def test_atomic_delete_refuses_symlinks(top: Path, precious: Path) -> None:
 def test_unmount_all(tmp_path: Path, precious: Path, mounts: Callable[[Path, Path], None]) -> None:
     target = tmp_path / "target"
     target.mkdir()
-    fsutil.unmount_all(tmp_path / "missing")
-    fsutil.unmount_all(target)  # not a mount point: fine
+    fs.unmount_all(tmp_path / "missing")
+    fs.unmount_all(target)  # not a mount point: fine
     mounts(precious, target)
     link = tmp_path / "link"
     os.symlink(target, link)
     with pytest.raises(Unsafe, match="is a symlink"):
-        fsutil.unmount_all(link)
-    assert fsutil.mount_points_under(target) == [str(target)]
-    fsutil.unmount_all(target)
-    assert fsutil.mount_points_under(tmp_path) == []
+        fs.unmount_all(link)
+    assert fs.mount_points_under(target) == [str(target)]
+    fs.unmount_all(target)
+    assert fs.mount_points_under(tmp_path) == []
     assert os.listdir(target) == []
     assert _intact(precious)
 
 
-# -- fsutil.write_atomic / mkdir_mode / is_within -----------------------------------------------
+# -- fs.write_atomic / mkdir_mode / is_within -----------------------------------------------
 
 
 @pytest.mark.parametrize("umask", [0o077, 0o000, 0o777])
@@ -566,8 +566,8 @@ def test_unmount_all(tmp_path: Path, precious: Path, mounts: Callable[[Path, Pat
 def test_write_atomic_modes_ignore_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
     old = os.umask(umask)
     try:
-        fsutil.write_atomic(tmp_path / "f", b"data", mode)
-        fsutil.write_atomic(tmp_path / "f", b"new", mode)
+        fs.write_atomic(tmp_path / "f", b"data", mode)
+        fs.write_atomic(tmp_path / "f", b"new", mode)
     finally:
         os.umask(old)
     assert (tmp_path / "f").read_bytes() == b"new"
@@ -577,7 +577,7 @@ def test_write_atomic_modes_ignore_the_umask(tmp_path: Path, umask: int, mode: i
 
 def test_write_atomic_replaces_a_symlink_not_its_target(tmp_path: Path, precious: Path) -> None:
     os.symlink(precious / "keep.txt", tmp_path / "f")
-    fsutil.write_atomic(tmp_path / "f", b"mine", 0o600)
+    fs.write_atomic(tmp_path / "f", b"mine", 0o600)
     assert not os.path.islink(tmp_path / "f")
     assert (tmp_path / "f").read_bytes() == b"mine"
     assert _intact(precious)
@@ -587,13 +587,13 @@ def test_write_atomic_stale_exclusive_temp(tmp_path: Path) -> None:
     (tmp_path / "address").write_bytes(b"unix:///old")
     (tmp_path / ".address").write_bytes(b"half")
     with pytest.raises(FailedPrecondition) as info:
-        fsutil.write_atomic(tmp_path / "address", b"unix:///new", 0o644, exclusive_temp=True)
+        fs.write_atomic(tmp_path / "address", b"unix:///new", 0o644, exclusive_temp=True)
     assert str(info.value) == f"{tmp_path / '.address'} exists (left by an interrupted write)"
     assert info.value.hint is not None and str(tmp_path / ".address") in info.value.hint
     assert (tmp_path / "address").read_bytes() == b"unix:///old"
     assert (tmp_path / ".address").read_bytes() == b"half"
     # Without exclusive_temp a stale temp file is simply replaced.
-    fsutil.write_atomic(tmp_path / "address", b"unix:///new", 0o644)
+    fs.write_atomic(tmp_path / "address", b"unix:///new", 0o644)
     assert (tmp_path / "address").read_bytes() == b"unix:///new"
     assert os.listdir(tmp_path) == ["address"]
 
@@ -601,7 +601,7 @@ def test_write_atomic_stale_exclusive_temp(tmp_path: Path) -> None:
 def test_write_atomic_leaves_no_temp_when_rename_fails(tmp_path: Path) -> None:
     (tmp_path / "address" / "x").mkdir(parents=True)
     with pytest.raises(OSError):
-        fsutil.write_atomic(tmp_path / "address", b"a", 0o644, exclusive_temp=True)
+        fs.write_atomic(tmp_path / "address", b"a", 0o644, exclusive_temp=True)
     assert not os.path.lexists(tmp_path / ".address")
 
 
@@ -639,18 +639,18 @@ def test_open_log_fifo(settings: Settings, umask077: None) -> None:
 
 
 def test_mkdir_mode(tmp_path: Path, umask077: None, precious: Path) -> None:
-    fsutil.mkdir_mode(tmp_path / "d", 0o711, exist_ok=False)
+    fs.mkdir_mode(tmp_path / "d", 0o711, exist_ok=False)
     assert _mode(tmp_path / "d") == 0o711
-    fsutil.mkdir_mode(tmp_path / "d", 0o700, exist_ok=True)
+    fs.mkdir_mode(tmp_path / "d", 0o700, exist_ok=True)
     assert _mode(tmp_path / "d") == 0o711  # an existing dir keeps its mode
     with pytest.raises(FileExistsError):
-        fsutil.mkdir_mode(tmp_path / "d", 0o711, exist_ok=False)
+        fs.mkdir_mode(tmp_path / "d", 0o711, exist_ok=False)
     os.symlink(precious, tmp_path / "link")
     with pytest.raises(Unsafe):
-        fsutil.mkdir_mode(tmp_path / "link", 0o711, exist_ok=True)
+        fs.mkdir_mode(tmp_path / "link", 0o711, exist_ok=True)
     (tmp_path / "file").write_text("")
     with pytest.raises(Unsafe):
-        fsutil.mkdir_mode(tmp_path / "file", 0o711, exist_ok=True)
+        fs.mkdir_mode(tmp_path / "file", 0o711, exist_ok=True)
 
 
 @pytest.mark.parametrize(
@@ -667,25 +667,25 @@ def test_mkdir_mode(tmp_path: Path, umask077: None, precious: Path) -> None:
     ],
 )
 def test_is_within(path: str, top: str, inside: bool) -> None:
-    assert fsutil.is_within(Path(path), Path(top)) is inside
+    assert fs.is_within(Path(path), Path(top)) is inside
 
 
-# -- fsutil.read_small --------------------------------------------------------------------------
+# -- fs.read_small --------------------------------------------------------------------------
 
 
 def test_read_small(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc\n")
-    assert fsutil.read_small(tmp_path / "f") == b"abc\n"
+    assert fs.read_small(tmp_path / "f") == b"abc\n"
     (tmp_path / "exact").write_bytes(b"x" * 10)
-    assert fsutil.read_small(tmp_path / "exact", limit=10) == b"x" * 10
+    assert fs.read_small(tmp_path / "exact", limit=10) == b"x" * 10
     with pytest.raises(FileNotFoundError):
-        fsutil.read_small(tmp_path / "missing")
+        fs.read_small(tmp_path / "missing")
 
 
 def test_read_small_refuses_symlinks(tmp_path: Path, precious: Path) -> None:
     os.symlink(precious / "keep.txt", tmp_path / "link")
     with pytest.raises(Unsafe) as info:
-        fsutil.read_small(tmp_path / "link")
+        fs.read_small(tmp_path / "link")
     assert str(info.value) == f"{tmp_path / 'link'} is a symlink; shimctl does not follow it"
 
 
@@ -694,11 +694,11 @@ def test_read_small_refuses_huge_files(tmp_path: Path) -> None:
     with big.open("wb") as f:
         f.truncate(10 * 1024 * 1024 * 1024)  # sparse 10 GiB: must not be read
     with pytest.raises(InvalidArgument) as info:
-        fsutil.read_small(big)
+        fs.read_small(big)
     assert str(info.value) == f"{big} is {10 * 1024**3} bytes, more than the 65536 expected"
     (tmp_path / "eleven").write_bytes(b"x" * 11)
     with pytest.raises(InvalidArgument, match="more than the 10 expected"):
-        fsutil.read_small(tmp_path / "eleven", limit=10)
+        fs.read_small(tmp_path / "eleven", limit=10)
 
 
 def _in_thread(fn: Callable[[], object], timeout: float = 5.0) -> BaseException | None:
@@ -721,14 +721,14 @@ def _in_thread(fn: Callable[[], object], timeout: float = 5.0) -> BaseException 
 def test_read_small_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "address"
     os.mkfifo(fifo)
-    err = _in_thread(lambda: fsutil.read_small(fifo))
+    err = _in_thread(lambda: fs.read_small(fifo))
     assert isinstance(err, InvalidArgument)
     assert str(err) == f"{fifo} is not a regular file"
 
 
 @pytest.mark.parametrize("path", ["/dev/zero", "/proc"])
 def test_read_small_refuses_devices_and_dirs(path: str) -> None:
-    err = _in_thread(lambda: fsutil.read_small(Path(path)))
+    err = _in_thread(lambda: fs.read_small(Path(path)))
     assert isinstance(err, InvalidArgument)
     assert str(err) == f"{path} is not a regular file"
 

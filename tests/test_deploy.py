@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shimctl.cli import main
+from shimctl.cli.app import main
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"

@@ -13,9 +13,9 @@ import click
 import pytest
 from click.shell_completion import BashComplete, ShellComplete
 
-from shimctl import docgen
-from shimctl.cli import main
+from shimctl.cli.app import main
 from tests.helpers import Node
+from tools import docgen
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def test_generated_files_are_current(what: str) -> None:
 
 def test_docgen_check_mode(tmp_path: Path) -> None:
     # A fresh tree is all stale; after writing, --check passes.
-    argv = [sys.executable, "-m", "shimctl.docgen", "--repo", str(tmp_path)]
+    argv = [sys.executable, "-m", "tools.docgen", "--repo", str(tmp_path)]
     check = subprocess.run([*argv, "--check"], capture_output=True, text=True, check=False)
     assert check.returncode == 1 and "stale: docs/json-schema.md" in check.stderr
     subprocess.run(argv, check=True, capture_output=True)
@@ -82,7 +82,7 @@ def _tree(node: Node) -> None:
     for ns, ids in {"default": ["c1", "c2", ".hidden"], "k8s.io": ["p1"]}.items():
         for task in ids:
             (node.task_state / ns / task).mkdir(parents=True)
-    (node.task_state / ".shimctl.lock").touch()
+    (node.task_state / ".shimctl.node.lock").touch()
     (node.task_state / "default" / "a-file").touch()
 
 
@@ -161,7 +161,7 @@ def test_completion_end_to_end(node: Node, shell: str, cword: str, expected: lis
     _tree(node)
     env = {**node.env(), "_SHIMCTL_COMPLETE": f"{shell}_complete", "COMP_CWORD": cword}
     env["COMP_WORDS"] = f"shimctl --state {node.state} delete "
-    code = "from shimctl.cli import main; main(prog_name='shimctl')"
+    code = "from shimctl.cli.app import main; main(prog_name='shimctl')"
     proc = subprocess.run(
         [sys.executable, "-c", code],
         env=env,
@@ -183,7 +183,7 @@ def test_fish_script_completes(node: Node, tmp_path: Path) -> None:
     bindir.mkdir()
     shim = bindir / "shimctl"
     shim.write_text(
-        f"#!{sys.executable}\nfrom shimctl.cli import main\nmain(prog_name='shimctl')\n"
+        f"#!{sys.executable}\nfrom shimctl.cli.app import main\nmain(prog_name='shimctl')\n"
     )
     shim.chmod(0o755)
     script = REPO / "completions" / "shimctl.fish"

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from google.protobuf import any_pb2
 
-from shimctl import events
 from shimctl.errors import InvalidArgument
-from shimctl.inspect import namespaces
+from shimctl.ops import journal as events
+from shimctl.reconcile.evidence import namespaces
 from shimctl.settings import Settings
 from tests.helpers import Node, run_cli
 

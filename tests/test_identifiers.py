@@ -1,11 +1,11 @@
-"""containerd's identifier rule (layout.md §3): shimctl.identifiers."""
+"""containerd's identifier rule (layout.md §3): shimctl.node.identifiers."""
 
 from __future__ import annotations
 
 import pytest
 
-from shimctl import identifiers
 from shimctl.errors import InvalidArgument
+from shimctl.node import identifiers
 
 PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shimctl import __version__, metrics
+from shimctl import __version__
 from shimctl.models.findings import Finding, Kind, ReconcileReport
-from shimctl.reconcile import summarize
+from shimctl.ops import metrics
+from shimctl.reconcile.run import summarize
 from tests.helpers import Node, run_cli
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

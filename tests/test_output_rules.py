@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from shimctl import render
-from shimctl.progress import counted
+from shimctl.models.progress import counted
+from shimctl.output import console
 from tests.helpers import Node
 
 
@@ -25,21 +25,21 @@ class FakeTTY(io.StringIO):
 
 def test_progress_bar_only_on_a_terminal_and_for_many_items() -> None:
     tty = FakeTTY()
-    with render.ProgressBar(tty) as bar:
-        bar("inspect", 0, render.PROGRESS_MIN_ITEMS - 1)
+    with console.ProgressBar(tty) as bar:
+        bar("inspect", 0, console.PROGRESS_MIN_ITEMS - 1)
         assert tty.getvalue() == ""  # a few items: no bar
-        for i in range(render.PROGRESS_MIN_ITEMS + 1):
-            bar("inspect", i, render.PROGRESS_MIN_ITEMS)
+        for i in range(console.PROGRESS_MIN_ITEMS + 1):
+            bar("inspect", i, console.PROGRESS_MIN_ITEMS)
     assert "inspecting shims" in tty.getvalue()
 
     pipe = io.StringIO()
-    with render.ProgressBar(pipe) as bar:
+    with console.ProgressBar(pipe) as bar:
         for i in range(20):
             bar("apply", i, 20)
     assert pipe.getvalue() == ""
 
     quiet = FakeTTY()
-    with render.ProgressBar(quiet, enabled=False) as bar:
+    with console.ProgressBar(quiet, enabled=False) as bar:
         bar("apply", 1, 20)
     assert quiet.getvalue() == ""
 
@@ -144,12 +144,12 @@ def test_exit_status_and_output_survive_the_fast_exit(node: Node) -> None:
 def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     code = (
         "import sys\n"
-        "from shimctl.cli import main\n"
+        "from shimctl.cli.app import main\n"
         "try:\n"
         f"    main({argv!r}, prog_name='shimctl')\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = {'rich', 'psutil', 'pydantic', 'google', 'shimctl.manager'}\n"
+        "heavy = {'rich', 'psutil', 'pydantic', 'google', 'shimctl.ops.manager'}\n"
         "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy))\n"
     )
     proc = subprocess.run(
@@ -170,7 +170,7 @@ def test_doctor_checklist_on_a_colour_terminal(monkeypatch: pytest.MonkeyPatch) 
             Check("runtime io.containerd.runc.v2", "fail", "not installed \x1b[2J", "install it"),
         ]
     )
-    render.doctor(render.Renderer(json_output=False), rep)
+    console.doctor(console.Renderer(json_output=False), rep)
     text = out.getvalue()
     assert "\x1b[2J" not in text and "\\x1b[2J" in text  # shim/dir text cannot drive it
     lines = [line for line in text.splitlines() if line.strip()]

@@ -1,4 +1,4 @@
-"""Output: plain/rich text, --json documents, errors and exit codes (shimctl.render, CLI)."""
+"""Output: plain/rich text, --json documents, errors and exit codes (output.console, CLI)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from shimctl import render
 from shimctl.errors import (
     EXIT_ACTIONS_FAILED,
     AlreadyExists,
@@ -27,7 +26,8 @@ from shimctl.errors import (
 )
 from shimctl.models.findings import Finding, ReconcileReport
 from shimctl.models.results import DeleteResult
-from shimctl.render import Renderer
+from shimctl.output import console
+from shimctl.output.console import Renderer
 from tests.helpers import Node, run_cli
 
 
@@ -46,13 +46,13 @@ def no_color_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_use_color(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
-    assert render.use_color(FakeTTY()) is True
-    assert render.use_color(io.StringIO()) is False
+    assert console.use_color(FakeTTY()) is True
+    assert console.use_color(io.StringIO()) is False
     monkeypatch.setenv("NO_COLOR", "1")
-    assert render.use_color(FakeTTY()) is False
+    assert console.use_color(FakeTTY()) is False
     # no-color.org: an empty NO_COLOR does not count.
     monkeypatch.setenv("NO_COLOR", "")
-    assert render.use_color(FakeTTY()) is True
+    assert console.use_color(FakeTTY()) is True
 
 
 def test_result_text_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
@@ -184,12 +184,12 @@ def test_table_plain_is_aligned(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
-    render.table(["A", "LONGER"], [["xyz", "1"], ["", "22"]])
+    console.table(["A", "LONGER"], [["xyz", "1"], ["", "22"]])
     assert capsys.readouterr().out == "A    LONGER\nxyz  1\n     22\n"
 
 
 def test_table_without_rows(capsys: pytest.CaptureFixture[str]) -> None:
-    render.table(["ID", "KIND"], [])
+    console.table(["ID", "KIND"], [])
     assert capsys.readouterr().out == "ID  KIND\n"
 
 
@@ -197,7 +197,7 @@ def test_table_no_color_on_a_tty_is_plain(monkeypatch: pytest.MonkeyPatch) -> No
     tty = FakeTTY()
     monkeypatch.setattr("sys.stdout", tty)
     monkeypatch.setenv("NO_COLOR", "1")
-    render.table(["ID"], [["a\x1bb"]])
+    console.table(["ID"], [["a\x1bb"]])
     assert tty.getvalue() == "ID\na\\x1bb\n"
 
 
@@ -207,7 +207,7 @@ def test_table_rich_on_a_tty_takes_cells_literally(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")
     # A directory name is not rich markup: no crash, no style, printed as is.
-    render.table(["ID", "KIND"], [["[/bad]", "[bold]x\x1b[0m"]])
+    console.table(["ID", "KIND"], [["[/bad]", "[bold]x\x1b[0m"]])
     out = tty.getvalue()
     assert "[/bad]" in out
     assert "[bold]x\\x1b[0m" in out
@@ -238,7 +238,7 @@ def _report(command: str, findings: list[Finding], **kw: object) -> ReconcileRep
 
 
 def test_report_list_empty(capsys: pytest.CaptureFixture[str], no_color_env: None) -> None:
-    render.report(Renderer(json_output=False), _report("list", []))
+    console.report(Renderer(json_output=False), _report("list", []))
     assert capsys.readouterr().out == "no shims, bundles or leftovers found\n"
 
 
@@ -252,7 +252,7 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         protocol="ttrpc",
         age_seconds=3700,
     )
-    render.report(Renderer(json_output=False), _report("list", [f]))
+    console.report(Renderer(json_output=False), _report("list", [f]))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "NAMESPACE",
@@ -284,7 +284,7 @@ def test_report_gc_summary_and_failures(
 ) -> None:
     done = _finding(action="delete-dead", outcome="done")
     failed = _finding(id="c2", action="delete-dead", outcome="failed", error="boom")
-    render.report(Renderer(json_output=False), _report("gc", [done, failed], errors=1))
+    console.report(Renderer(json_output=False), _report("gc", [done, failed], errors=1))
     out, err = capsys.readouterr()
     assert "gc: found 1 dead; acted on 1, failed 1 (0.50s)\n" in out
     assert "c2" in out and "boom" in out
@@ -292,7 +292,7 @@ def test_report_gc_summary_and_failures(
 
 
 def test_report_json(capsys: pytest.CaptureFixture[str]) -> None:
-    render.report(Renderer(json_output=True), _report("gc", [_finding()], dry_run=True))
+    console.report(Renderer(json_output=True), _report("gc", [_finding()], dry_run=True))
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema_version"] == 1
     assert doc["command"] == "gc"
@@ -305,7 +305,7 @@ def test_report_json(capsys: pytest.CaptureFixture[str]) -> None:
     [(None, "-"), (0, "0s"), (59.9, "59s"), (60, "1m"), (7200, "2h"), (200000, "2d")],
 )
 def test_age(seconds: float | None, text: str) -> None:
-    assert render._age(seconds) == text
+    assert console._age(seconds) == text
 
 
 # -- through the CLI ----------------------------------------------------------------------------

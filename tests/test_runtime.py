@@ -1,4 +1,4 @@
-"""Runtime name -> shim binary path (shim-binary.md §1-2): shimctl.runtime."""
+"""Runtime name -> shim binary path (shim-binary.md §1-2): shimctl.node.runtimes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shimctl.errors import InvalidArgument, NotFound
-from shimctl.runtime import binary_name, check_executable, resolve_runtime_path
+from shimctl.node.runtimes import binary_name, check_executable, resolve_runtime_path
 
 SHIM = "containerd-shim-runc-v2"
 RUNTIME = "io.containerd.runc.v2"

@@ -87,7 +87,7 @@ def start_delete_loop(node: Node, log: Log, stop: float, index: int) -> None:
 
 
 def watch_lock(node: Node, log: Log, stop: float) -> None:
-    path = node.task_state / ".shimctl.lock"
+    path = node.task_state / ".shimctl.node.lock"
     while time.monotonic() < stop:
         for pid in lock_holders(path):
             if not pid_alive(pid) and pid in lock_holders(path):
@@ -128,7 +128,7 @@ def test_concurrent_gc_start_and_delete(node: Node, socket_dir_exclusive: None) 
     assert crashed, "no gc run was killed: the crash injection did not happen"
     assert len(log.started) >= 4, log.started
     assert log.lock_problems == []
-    assert lock_holders(node.task_state / ".shimctl.lock") == []
+    assert lock_holders(node.task_state / ".shimctl.node.lock") == []
 
     # Every started shim is either listed (bundle and process alive) or cleanly deleted.
     listed = cli(node, "-n", NS, "--timeout", "3", "list", "--json")

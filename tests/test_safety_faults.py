@@ -49,7 +49,7 @@ def lock_is_free(node: Node, settle: float = 2.0) -> bool:
     """flock semantics: a killed holder never keeps the state lock. A child the killed run
     was forking at that instant holds a copy of the (close-on-exec) descriptor until its
     exec, so the lock is given `settle` seconds to come free."""
-    path = node.task_state / ".shimctl.lock"
+    path = node.task_state / ".shimctl.node.lock"
     if not path.exists():
         return True
     deadline = time.monotonic() + settle
@@ -248,22 +248,22 @@ def test_gc_cleans_a_leaked_shim_that_died_between_plan_and_action(
     """gc plans a delete-task for a live leaked shim; before the action runs, the shim dies
     (a gc killed mid-action had already shut it down). Under the lock the action finds the
     socket refusing and cleans the bundle as a dead shim's instead of failing."""
-    from shimctl import cleanup, inspect, plan
     from shimctl.models.findings import Action, Kind
+    from shimctl.reconcile.run import apply, evidence, plan
     from shimctl.settings import Settings
 
     pid = started.process(start_shim(node, "lk")["shim_pid"])
     settings = Settings(
         root=node.root, state=node.state, address=node.address, namespace_given=True
     )
-    planned = plan.plan(inspect.collect(settings), mode="gc", min_age=0)
+    planned = plan.plan(evidence.collect(settings), mode="gc", min_age=0)
     (f,) = [f for f in planned if f.id == "lk"]
     assert (f.kind, f.action) == (Kind.LEAKED, Action.DELETE_TASK)
 
     os.kill(pid, signal.SIGKILL)  # our own shim, started above: its socket stays, refusing
     assert wait_gone(pid, None)
     assert derived_socket(node, "lk").is_socket()
-    cleanup.apply(settings, planned, dry_run=False)
+    apply.apply(settings, planned, dry_run=False)
 
     assert f.outcome == "done", (f.outcome, f.error)
     assert any("cleaned as dead" in note for note in f.notes), f.notes

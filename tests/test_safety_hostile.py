@@ -153,7 +153,7 @@ def test_invalid_dot_and_long_names_are_reported_and_kept(
     for args in (("gc", "--min-age", "0"), ("load", "--force"), ("gc", "--min-age", "0", "-q")):
         clean_exit(cli(node, *args), 0)
     after = snapshot(node.state, node.root)
-    after.pop(str(node.task_state / ".shimctl.lock"), None)
+    after.pop(str(node.task_state / ".shimctl.node.lock"), None)
     assert after == before
 
 

@@ -68,23 +68,23 @@ def test_start_creates_the_bundle_and_a_live_shim(node: Node) -> None:
 
 
 def test_the_proc_scan_sees_a_shim_as_psutil_does(node: Node) -> None:
-    """procs.find_shims reads /proc itself; its (pid, start time), argv and cwd must equal
+    """processes.find_shims reads /proc itself; its (pid, start time), argv and cwd must equal
     psutil's, since later checks compare them with psutil's (a mismatch would make shimctl
     refuse to act on its own shims)."""
-    from shimctl import procs
+    from shimctl.node import processes
 
     pid = start_shim(node, "scan1")["shim_pid"]
-    (found,) = [s for s in procs.find_shims(node.address) if s.ref.pid == pid]
+    (found,) = [s for s in processes.find_shims(node.address) if s.ref.pid == pid]
     proc = psutil.Process(pid)
-    assert found.ref == procs.ProcessRef(pid, proc.create_time())
-    assert procs.is_alive(found.ref) and procs.still_alive(found.ref)
+    assert found.ref == processes.ProcessRef(pid, proc.create_time())
+    assert processes.is_alive(found.ref) and processes.still_alive(found.ref)
     assert list(found.argv) == proc.cmdline()
     assert (found.namespace, found.id, found.address) == ("default", "scan1", node.address)
     assert found.cwd == proc.cwd() == str(node.bundle("scan1"))
     run_cli(node, "delete", "scan1")
     assert wait_gone(pid, proc.create_time())
-    assert not procs.still_alive(found.ref)
-    assert pid not in [s.ref.pid for s in procs.find_shims(node.address)]
+    assert not processes.still_alive(found.ref)
+    assert pid not in [s.ref.pid for s in processes.find_shims(node.address)]
 
 
 def test_delete_stops_the_shim_and_removes_everything(node: Node) -> None:
@@ -102,7 +102,7 @@ def test_delete_stops_the_shim_and_removes_everything(node: Node) -> None:
     assert not node.bundle("c1").exists()
     assert not node.workdir("c1").exists()
     assert not os.path.lexists(socket)
-    assert os.listdir(node.task_state / "default") == [".shimctl.lock"] or not os.listdir(
+    assert os.listdir(node.task_state / "default") == [".shimctl.node.lock"] or not os.listdir(
         node.task_state / "default"
     )
 

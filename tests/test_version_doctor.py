@@ -12,9 +12,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from shimctl import __version__, docgen
+from shimctl import __version__
 from tests.helpers import Node, run_cli
 from tests.tasks import Started
+from tools import docgen
 
 
 def validate(doc: Any, command: str) -> None:

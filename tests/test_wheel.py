@@ -117,7 +117,7 @@ def test_wheel_installs_and_runs_in_a_clean_venv(tmp_path: Path) -> None:
     )
     assert any(n.startswith("shimctl/shim/proto/") and n.endswith("_pb2.py") for n in names)
     assert not any(n.startswith("tests/") for n in names)
-    assert "shimctl = shimctl.cli:entry" in entry
+    assert "shimctl = shimctl.cli.app:entry" in entry
     requires = [
         line.split(":", 1)[1].strip()
         for line in meta.splitlines()

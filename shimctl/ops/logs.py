@@ -15,7 +15,7 @@ import select
 import time
 from collections.abc import Iterator
 
-from shimctl.bundle import Bundle
+from shimctl.node.bundle import Bundle
 from shimctl.settings import Settings
 
 READ_SIZE = 65536

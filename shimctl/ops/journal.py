@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shimctl import fsutil, identifiers
 from shimctl.errors import FailedPrecondition, InvalidArgument
 from shimctl.models.info import Event, EventsResult
+from shimctl.node import fs, identifiers
 from shimctl.settings import Settings
 
 JOURNAL_NAME = ".shimctl-events.jsonl"
@@ -68,7 +68,7 @@ def _locked_journal(path: Path) -> Iterator[int]:
     """The journal opened for append under its flock; the fd is re-opened if another writer
     rotated the file while we waited for the lock."""
     try:
-        fsutil.makedirs_mode(path.parent, 0o711)
+        fs.makedirs_mode(path.parent, 0o711)
     except OSError as err:
         raise FailedPrecondition(
             f"cannot create {path.parent}: {err.strerror}",

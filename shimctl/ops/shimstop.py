@@ -7,10 +7,10 @@ import os
 import signal
 from pathlib import Path
 
-from shimctl import procs, sockets
-from shimctl.bundle import SHIM_BINARY_PATH, Bundle
 from shimctl.errors import NotFound, ShimctlError
-from shimctl.runtime import check_executable
+from shimctl.node import processes, sockets
+from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl.node.runtimes import check_executable
 from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import ConnectInfo, Exit, TaskClient
@@ -26,7 +26,7 @@ def connect_verified(
     namespace serving this bundle (or its group): an address file that leads to another
     namespace's or another containerd's shim must never get that shim shut down."""
     info = client.connect_info(id, timeout=settings.timeouts.load)
-    procs.verify_shim(
+    processes.verify_shim(
         info.shim_pid, namespace=namespace, address=settings.address, bundle=bundle_path
     )
     return info
@@ -49,10 +49,10 @@ def shutdown(
     for its event publisher; with nobody listening on containerd's ttrpc address that takes
     about 15 s. Such a shim (its socket gone, its events undeliverable) is stopped at once.
     """
-    ref = procs.ref_of(shim_pid) if shim_pid else None
+    ref = processes.ref_of(shim_pid) if shim_pid else None
     client.shutdown(id, timeout=settings.timeouts.shutdown)
     first_wait = min(LINGER_CHECK, settings.timeouts.shutdown)
-    if ref is None or procs.wait_gone(ref, first_wait):
+    if ref is None or processes.wait_gone(ref, first_wait):
         return True
     if sockets.address_state(client.ttrpc.address) is sockets.SocketState.LISTENING:
         # A shim that accepts Shutdown removes its socket first: this one declined, because
@@ -62,7 +62,7 @@ def shutdown(
     events_dead = sockets.probe_address(settings.ttrpc_address) is not (
         sockets.SocketState.LISTENING
     )
-    lingering = procs.shim_process(ref)
+    lingering = processes.shim_process(ref)
     # Only this bundle's own shim (by its argv) is stopped: Connect's pid is the shim's word,
     # and a shim that named another process must not get that one killed.
     own = (
@@ -72,14 +72,14 @@ def shutdown(
         and lingering.address == settings.address
     )
     if events_dead and own:
-        procs.send_signal(ref, signal.SIGKILL)
-        if procs.wait_gone(ref, settings.timeouts.shutdown):
+        processes.send_signal(ref, signal.SIGKILL)
+        if processes.wait_gone(ref, settings.timeouts.shutdown):
             notes.append(
                 f"shim {ref.pid} lingered after Shutdown (no event receiver at "
                 f"{settings.ttrpc_address}): stopped"
             )
             return True
-    elif procs.wait_gone(ref, settings.timeouts.shutdown - first_wait):
+    elif processes.wait_gone(ref, settings.timeouts.shutdown - first_wait):
         return True
     notes.append(f"shim {ref.pid} still runs after Shutdown")
     return False

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 
-from shimctl import identifiers, sockets
 from shimctl.errors import FailedPrecondition
 from shimctl.faults import checkpoint
 from shimctl.models.findings import Finding, ReconcileReport
-from shimctl.progress import ProgressFn
+from shimctl.models.progress import ProgressFn
+from shimctl.node import identifiers, sockets
 from shimctl.settings import Settings
 
 
@@ -46,19 +46,19 @@ class Reconciler:
     def _reconcile(
         self, mode: str, *, dry_run: bool, min_age: float = 0.0, kill_hung: bool = False
     ) -> ReconcileReport:
-        from shimctl import inspect, plan
+        from shimctl.reconcile import evidence, plan
 
         started = time.monotonic()
         s = self.settings
         if s.namespace_given:
             identifiers.validate_namespace(s.namespace)
-        inventory = inspect.collect(s, progress=self.progress)
+        inventory = evidence.collect(s, progress=self.progress)
         findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
         checkpoint(f"{mode}:planned")
         if mode != "list":
-            from shimctl import cleanup
+            from shimctl.reconcile import apply
 
-            cleanup.apply(s, findings, dry_run=dry_run, progress=self.progress)
+            apply.apply(s, findings, dry_run=dry_run, progress=self.progress)
         return summarize(mode, dry_run, findings, time.monotonic() - started)
 
 

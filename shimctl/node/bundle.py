@@ -14,8 +14,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
-from shimctl import fsutil, identifiers
 from shimctl.errors import AlreadyExists, FailedPrecondition, NotFound, Unsafe
+from shimctl.node import fs, identifiers
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 
@@ -81,15 +81,15 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
     def read_text(self, name: str) -> str | None:
         """A bundle file's text with surrounding whitespace removed; None if absent or empty."""
         try:
-            data = fsutil.read_small(self.file(name))
+            data = fs.read_small(self.file(name))
         except FileNotFoundError:
             return None
         text = data.decode("utf-8", "replace").strip()
         return text or None
 
-    def read_bytes(self, name: str, *, limit: int = fsutil.MAX_SMALL_FILE) -> bytes | None:
+    def read_bytes(self, name: str, *, limit: int = fs.MAX_SMALL_FILE) -> bytes | None:
         try:
-            return fsutil.read_small(self.file(name), limit=limit)
+            return fs.read_small(self.file(name), limit=limit)
         except FileNotFoundError:
             return None
 
@@ -155,16 +155,16 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
 
     def write_address(self, address: str) -> None:
         # The manager's writer: temp `.address` opened O_EXCL, then rename; no newline.
-        fsutil.write_atomic(self.path / ADDRESS, address.encode(), 0o644, exclusive_temp=True)
+        fs.write_atomic(self.path / ADDRESS, address.encode(), 0o644, exclusive_temp=True)
 
     def write_bootstrap(self, document: bytes) -> None:
-        fsutil.write_atomic(self.path / BOOTSTRAP, document, 0o644)
+        fs.write_atomic(self.path / BOOTSTRAP, document, 0o644)
 
     def write_shim_binary_path(self, runtime_path: str) -> None:
-        fsutil.write_atomic(self.path / SHIM_BINARY_PATH, runtime_path.encode(), 0o600)
+        fs.write_atomic(self.path / SHIM_BINARY_PATH, runtime_path.encode(), 0o600)
 
     def write_sandbox(self, sandbox_id: str) -> None:
-        fsutil.write_atomic(self.path / SANDBOX, sandbox_id.encode(), 0o600)
+        fs.write_atomic(self.path / SANDBOX, sandbox_id.encode(), 0o600)
 
     def open_log_fifo(self) -> int:
         """Create `log` if missing and open it read-write, non-blocking: we count as the reader
@@ -191,10 +191,10 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
         """
         bundle = cls.locate(settings, namespace, id)
         for top in (settings.task_state, settings.task_root):
-            fsutil.makedirs_mode(top, DIR_MODE)
-        fsutil.mkdir_mode(bundle.path.parent, DIR_MODE, exist_ok=True)
+            fs.makedirs_mode(top, DIR_MODE)
+        fs.mkdir_mode(bundle.path.parent, DIR_MODE, exist_ok=True)
         try:
-            fsutil.mkdir_mode(bundle.path, BUNDLE_MODE, exist_ok=False)
+            fs.mkdir_mode(bundle.path, BUNDLE_MODE, exist_ok=False)
         except FileExistsError:
             raise AlreadyExists(
                 f"bundle {bundle.path} already exists: task {id!r} in namespace "
@@ -205,12 +205,12 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
             if remapped_gid is not None:
                 os.chown(bundle.path, -1, remapped_gid)
                 os.chmod(bundle.path, 0o710)
-            fsutil.mkdir_mode(bundle.work.parent, DIR_MODE, exist_ok=True)
-            fsutil.mkdir_mode(bundle.path / ROOTFS, DIR_MODE, exist_ok=True)
+            fs.mkdir_mode(bundle.work.parent, DIR_MODE, exist_ok=True)
+            fs.mkdir_mode(bundle.path / ROOTFS, DIR_MODE, exist_ok=True)
             if os.path.lexists(bundle.work):
                 # A stale work dir of an earlier task with this id is wiped, as the manager does.
-                fsutil.remove_tree(bundle.work, within=settings.task_root)
-            fsutil.mkdir_mode(bundle.work, DIR_MODE, exist_ok=False)
+                fs.remove_tree(bundle.work, within=settings.task_root)
+            fs.mkdir_mode(bundle.work, DIR_MODE, exist_ok=False)
             os.symlink(bundle.work, bundle.path / WORK)
             fd = os.open(
                 bundle.path / CONFIG, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
@@ -242,7 +242,7 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
             rootfs = self.path / ROOTFS
             if os.path.islink(rootfs):
                 raise Unsafe(f"{rootfs} is a symlink; not unmounting or removing through it")
-            fsutil.unmount_all(rootfs)
+            fs.unmount_all(rootfs)
             try:
                 os.rmdir(rootfs)
             except FileNotFoundError:
@@ -256,14 +256,14 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
                 raise
         bundle_err: BaseException | None = None
         try:
-            fsutil.atomic_delete(self.path, within=self.task_state)
+            fs.atomic_delete(self.path, within=self.task_state)
         except (OSError, Unsafe, FailedPrecondition) as err:
             bundle_err = err
         try:
             # No link (or a dangling one already gone): the id's own work dir is still ours.
             own_dir = os.path.isdir(self.work) and not os.path.islink(self.work)
             if work is not None or (bundle_err is None and own_dir):
-                fsutil.atomic_delete(self.work, within=self.task_root)
+                fs.atomic_delete(self.work, within=self.task_root)
         except (OSError, Unsafe, FailedPrecondition) as work_err:
             if bundle_err is None:
                 raise

@@ -1,4 +1,4 @@
-"""Command line: parse options, build Settings, call the manager, hand results to render.
+"""Command line: parse options, build Settings, call the manager, hand results to console.
 
 No file-system or socket work here. Heavy modules are imported inside the commands so that
 `shimctl --help` stays fast.
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from shimctl import __version__
-from shimctl.completion import complete_namespace, complete_task_id, register_fish
+from shimctl.cli.completion import complete_namespace, complete_task_id, register_fish
 from shimctl.errors import (
     EXIT_ACTIONS_FAILED,
     FailedPrecondition,
@@ -56,7 +56,7 @@ class State:
         )
 
     def renderer(self, *, quiet: bool = False) -> Any:
-        from shimctl.render import Renderer
+        from shimctl.output.console import Renderer
 
         return Renderer(json_output=self.json_output, quiet=quiet)
 
@@ -198,7 +198,7 @@ def start(
     """Create the bundle for ID and start its shim, as containerd's manager does."""
 
     def action(state: State) -> None:
-        from shimctl.manager import ShimManager, read_file_arg
+        from shimctl.ops.manager import ShimManager, read_file_arg
 
         spec = read_file_arg(Path(spec_file), "spec") if spec_file else None
         options = read_file_arg(Path(options_file), "options") if options_file else None
@@ -241,7 +241,7 @@ def delete(ctx: click.Context, task_id: str, force: bool) -> None:
     """Delete task ID: its task, its shim and its bundle."""
 
     def action(state: State) -> None:
-        from shimctl.manager import ShimManager
+        from shimctl.ops.manager import ShimManager
 
         result = ShimManager(state.settings()).delete(task_id, force=force)
         state.renderer().result(
@@ -263,7 +263,7 @@ def delete(ctx: click.Context, task_id: str, force: bool) -> None:
 
 
 def _report_exit(ctx: click.Context, state: State, rep: Any, *, quiet: bool = False) -> None:
-    from shimctl.render import report
+    from shimctl.output.console import report
 
     report(state.renderer(quiet=quiet), rep)
     if rep.errors:
@@ -278,7 +278,7 @@ def list_(ctx: click.Context) -> None:
     """Show every bundle, shim and leftover with its kind. Changes nothing."""
 
     def action(state: State) -> None:
-        from shimctl.reconcile import Reconciler
+        from shimctl.reconcile.run import Reconciler
 
         _report_exit(ctx, state, Reconciler(state.settings()).list())
 
@@ -295,8 +295,8 @@ def load(ctx: click.Context, dry_run: bool, force: bool) -> None:
     """containerd's startup reconciliation, on demand (for a stopped containerd)."""
 
     def action(state: State) -> None:
-        from shimctl.reconcile import Reconciler
-        from shimctl.render import ProgressBar
+        from shimctl.output.console import ProgressBar
+        from shimctl.reconcile.run import Reconciler
 
         settings = state.settings()
         with ProgressBar() as bar:
@@ -340,9 +340,9 @@ def gc(
     """Remove leaked, dead and orphaned shims and their leftovers; safe from cron."""
 
     def action(state: State) -> None:
-        from shimctl import metrics
-        from shimctl.reconcile import Reconciler
-        from shimctl.render import ProgressBar
+        from shimctl.ops import metrics
+        from shimctl.output.console import ProgressBar
+        from shimctl.reconcile.run import Reconciler
         from shimctl.settings import parse_duration
 
         target = metrics.check_target(Path(metrics_file)) if metrics_file else None
@@ -383,8 +383,8 @@ def logs(ctx: click.Context, task_id: str, follow: bool, idle: str) -> None:
     """
 
     def action(state: State) -> None:
-        from shimctl import logs as shim_logs
-        from shimctl.render import stream
+        from shimctl.ops import logs as shim_logs
+        from shimctl.output.console import stream
         from shimctl.settings import parse_duration
 
         idle_s = parse_duration(idle)
@@ -412,10 +412,10 @@ def publish(ctx: click.Context, topic: str, event_namespace: str) -> None:
     """
 
     def action(state: State) -> None:
-        from shimctl import events
+        from shimctl.ops import journal
 
-        data = click.get_binary_stream("stdin").read(events.MAX_EVENT_BYTES + 1)
-        event = events.publish(state.settings(), topic=topic, namespace=event_namespace, data=data)
+        data = click.get_binary_stream("stdin").read(journal.MAX_EVENT_BYTES + 1)
+        event = journal.publish(state.settings(), topic=topic, namespace=event_namespace, data=data)
         if state.json_output:
             state.renderer().result("publish", event, text=[])
 
@@ -430,10 +430,10 @@ def events(ctx: click.Context, topic: str | None) -> None:
     """Print the events journal that `shimctl publish` keeps (all namespaces unless -n)."""
 
     def action(state: State) -> None:
-        from shimctl import events as journal
-        from shimctl import render
+        from shimctl.ops import journal
+        from shimctl.output import console
 
-        render.events(state.renderer(), journal.read(state.settings(), topic=topic))
+        console.events(state.renderer(), journal.read(state.settings(), topic=topic))
 
     run(ctx, action)
 
@@ -445,10 +445,10 @@ def version(ctx: click.Context) -> None:
     """shimctl's version, Python's, and the containerd and shim versions found here."""
 
     def action(state: State) -> None:
-        from shimctl import render
-        from shimctl import version as versions
+        from shimctl.ops import version as versions
+        from shimctl.output import console
 
-        render.version(state.renderer(), versions.collect(state.settings()))
+        console.version(state.renderer(), versions.collect(state.settings()))
 
     run(ctx, action)
 
@@ -464,12 +464,12 @@ def doctor(ctx: click.Context) -> None:
     """
 
     def action(state: State) -> None:
-        from shimctl import doctor as checks
-        from shimctl import render
+        from shimctl.ops import doctor as checks
+        from shimctl.output import console
 
         config = state.options.get("config")
         rep = checks.run(state.settings(), config=Path(config) if config else None)
-        render.doctor(state.renderer(), rep)
+        console.doctor(state.renderer(), rep)
         if rep.failed:
             ctx.exit(FailedPrecondition.exit_code)
 

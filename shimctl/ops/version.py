@@ -13,10 +13,10 @@ import shutil
 import subprocess
 
 from shimctl import __version__
-from shimctl.bundle import SHIM_BINARY_PATH, Bundle
 from shimctl.errors import ShimctlError
 from shimctl.models.info import ComponentVersion, VersionInfo
-from shimctl.runtime import resolve_runtime_path
+from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl.node.runtimes import resolve_runtime_path
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 
 TIMEOUT = 5.0

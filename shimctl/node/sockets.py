@@ -11,7 +11,7 @@ import time
 from enum import Enum
 from pathlib import Path
 
-from shimctl.fsutil import is_within
+from shimctl.node.fs import is_within
 
 
 class SocketState(Enum):

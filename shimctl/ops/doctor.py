@@ -10,12 +10,12 @@ import os
 import shutil
 from pathlib import Path
 
-from shimctl import sockets
 from shimctl.errors import ShimctlError
-from shimctl.lock import LOCK_NAME
 from shimctl.models.findings import Kind
 from shimctl.models.info import Check, CheckStatus, DoctorReport
-from shimctl.runtime import check_executable, resolve_runtime_path
+from shimctl.node import sockets
+from shimctl.node.lock import LOCK_NAME
+from shimctl.node.runtimes import check_executable, resolve_runtime_path
 from shimctl.settings import DEFAULT_CONFIG, DEFAULT_RUNTIME, Settings
 
 OK, WARN, FAIL = CheckStatus.OK, CheckStatus.WARN, CheckStatus.FAIL
@@ -152,7 +152,7 @@ def check_publish_binary(settings: Settings) -> Check:
 
 
 def check_shims(settings: Settings) -> Check:
-    from shimctl.reconcile import Reconciler
+    from shimctl.reconcile.run import Reconciler
 
     try:
         rep = Reconciler(settings).list()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from shimctl import identifiers, lifecycle, procs, sockets
-from shimctl.bundle import ADDRESS, SANDBOX, Bundle
 from shimctl.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -24,16 +22,19 @@ from shimctl.errors import (
     Unsafe,
 )
 from shimctl.faults import checkpoint
-from shimctl.lock import state_lock
+from shimctl.models.progress import ProgressFn
 from shimctl.models.results import DeleteResult, StartResult
-from shimctl.progress import ProgressFn
-from shimctl.runtime import check_executable, resolve_runtime_path
+from shimctl.node import identifiers, processes, sockets
+from shimctl.node.bundle import ADDRESS, SANDBOX, Bundle
+from shimctl.node.lock import state_lock
+from shimctl.node.runtimes import check_executable, resolve_runtime_path
+from shimctl.node.spec import default_spec, encode_spec, parse_spec, remapped_gid
+from shimctl.ops import shimstop
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 from shimctl.shim import binary
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 from shimctl.shim.logfifo import LogDrain
 from shimctl.shim.task import Exit, TaskClient, validate_any
-from shimctl.spec import default_spec, encode_spec, parse_spec, remapped_gid
 
 
 class ShimManager:
@@ -149,7 +150,7 @@ class ShimManager:
                 self._write_connection(bundle, boot)
                 fd = bundle.open_log_fifo()
                 with LogDrain(fd, echo=False), self._dial(boot, bundle.namespace) as client:
-                    info = lifecycle.connect_verified(
+                    info = shimstop.connect_verified(
                         client, bundle.id, sandbox.path, bundle.namespace, s
                     )
             except BaseException as err:
@@ -179,9 +180,9 @@ class ShimManager:
             if boot is not None:
                 with self._dial(boot, bundle.namespace) as client:
                     client.shutdown(bundle.id, timeout=s.timeouts.shutdown)
-        for shim in procs.find_shims(s.address):
+        for shim in processes.find_shims(s.address):
             if shim.runs_in(bundle.namespace, bundle.path):
-                procs.terminate(shim.ref, grace=s.timeouts.shutdown)
+                processes.terminate(shim.ref, grace=s.timeouts.shutdown)
         if boot is not None:
             sockets.remove_if_stale(boot.address, s.socket_dir, settle=1.0)
         with contextlib.suppress(ShimctlError, OSError):
@@ -242,9 +243,9 @@ class ShimManager:
     ) -> tuple[Exit | None, bool]:
         s = self.settings
         with self._dial(boot, bundle.namespace) as client:
-            info = lifecycle.connect_verified(client, bundle.id, bundle.path, bundle.namespace, s)
+            info = shimstop.connect_verified(client, bundle.id, bundle.path, bundle.namespace, s)
             try:
-                exit_ = lifecycle.delete_task(client, bundle.id, s)
+                exit_ = shimstop.delete_task(client, bundle.id, s)
             except Unknown as err:
                 raise FailedPrecondition(
                     f"the shim refused to delete task {bundle.id!r}: {err}",
@@ -256,7 +257,7 @@ class ShimManager:
             if sandboxed:
                 notes.append("sandboxed task: the sandbox's shim keeps running")
                 return exit_, False
-            stopped = lifecycle.shutdown(client, bundle.id, info.shim_pid, s, notes)
+            stopped = shimstop.shutdown(client, bundle.id, info.shim_pid, s, notes)
         checkpoint("delete:shim-stopped")
         return exit_, stopped
 
@@ -272,7 +273,7 @@ class ShimManager:
         s = self.settings
         live = [
             shim
-            for shim in procs.find_shims(s.address)
+            for shim in processes.find_shims(s.address)
             if shim.runs_in(bundle.namespace, bundle.path)
             or (shim.namespace == bundle.namespace and shim.id == bundle.id)
         ]
@@ -283,10 +284,10 @@ class ShimManager:
                 hint="retry later, or pass --force to stop it (SIGTERM, then SIGKILL)",
             )
         for shim in live:
-            if not procs.terminate(shim.ref, grace=s.timeouts.shutdown):
+            if not processes.terminate(shim.ref, grace=s.timeouts.shutdown):
                 raise Unsafe(f"shim process {shim.ref.pid} did not exit after SIGKILL")
             notes.append(f"stopped unresponsive shim {shim.ref.pid}")
-        exit_ = lifecycle.run_delete_verb(s, bundle, notes)
+        exit_ = shimstop.run_delete_verb(s, bundle, notes)
         checkpoint("delete:verb-run")
         settle = 1.0 if live else 0.0  # a shim we just killed may hold its socket a moment
         if boot is not None and sockets.remove_if_stale(boot.address, s.socket_dir, settle=settle):

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from shimctl import fsutil, identifiers, procs, sockets
-from shimctl.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -27,19 +25,21 @@ from shimctl.errors import (
     Unsafe,
 )
 from shimctl.models.findings import Action, Finding, Kind
-from shimctl.progress import ProgressFn
-from shimctl.runtime import check_executable
-from shimctl.settings import Settings
-from shimctl.shim.bootstrap import Bootstrap
-from shimctl.shim.prober import Prober, Target
-from shimctl.shim.ttrpc import parse_address
-from shimctl.spec import (
+from shimctl.models.progress import ProgressFn
+from shimctl.node import fs, identifiers, processes, sockets
+from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
+from shimctl.node.runtimes import check_executable
+from shimctl.node.spec import (
     CRI_CONTAINER_TYPE,
     CRI_SANDBOX_ID,
     GROUP_ANNOTATION,
     parse_spec,
     spec_annotations,
 )
+from shimctl.settings import Settings
+from shimctl.shim.bootstrap import Bootstrap
+from shimctl.shim.prober import Prober, Target
+from shimctl.shim.ttrpc import parse_address
 
 # Probe outcomes.
 ANSWERED = "answered"
@@ -69,7 +69,7 @@ class BundleEvidence:
     has_task: bool = False
     task_pids: list[int] = field(default_factory=list)
     task_status: str | None = None
-    live_process: procs.ShimProcess | None = None
+    live_process: processes.ShimProcess | None = None
     derived_address: bool = False  # no connection file: the address the live shim derives
 
     def spec_says_sandbox(self) -> bool:
@@ -78,7 +78,7 @@ class BundleEvidence:
         if self._spec_says_sandbox is None:
             self._spec_says_sandbox = False
             try:
-                config = fsutil.read_small(self.path / "config.json", limit=4 * 1024 * 1024)
+                config = fs.read_small(self.path / "config.json", limit=4 * 1024 * 1024)
                 notes = spec_annotations(parse_spec(config, "config.json"))
                 self._spec_says_sandbox = notes.get(CRI_CONTAINER_TYPE) == "sandbox" or (
                     notes.get(CRI_SANDBOX_ID) == self.id
@@ -211,7 +211,7 @@ def _runtime_problem(path: str) -> str | None:
 
 
 def _probe_derived(
-    settings: Settings, ev: BundleEvidence, known: dict[int, procs.ShimProcess]
+    settings: Settings, ev: BundleEvidence, known: dict[int, processes.ShimProcess]
 ) -> None:
     """Probe a bundle that has no connection file at the address its live shim derives:
     find the task API version the shim speaks, then Connect, Pids and State one after another
@@ -259,7 +259,7 @@ def _judge(
     ev: BundleEvidence,
     answers: Sequence[Answer],
     *,
-    known: dict[int, procs.ShimProcess],
+    known: dict[int, processes.ShimProcess],
 ) -> None:
     """Fill ev from the answers to Connect, Pids and State (in that order): the answering
     process must be a shim of this bundle, checked against `known` (the /proc scan made
@@ -276,7 +276,7 @@ def _judge(
     assert isinstance(info, task.ConnectInfo)
     assert ev.boot is not None
     try:
-        procs.verify_shim(
+        processes.verify_shim(
             info.shim_pid,
             namespace=ev.namespace,
             address=settings.address,
@@ -494,21 +494,21 @@ class _Scans(threading.Thread):
     def __init__(self, settings: Settings, bundles: list[BundleEvidence], now: float) -> None:
         super().__init__(name="shimctl-scan", daemon=True)
         self.settings, self.bundles, self.now = settings, bundles, now
-        self.shims: list[procs.ShimProcess] = []
+        self.shims: list[processes.ShimProcess] = []
         self.sockets: list[Finding] = []
         self.error: BaseException | None = None
         self.start()
 
     def run(self) -> None:
         try:
-            self.shims = procs.find_shims(self.settings.address)
+            self.shims = processes.find_shims(self.settings.address)
             if not self.settings.namespace_given:
                 # The socket dir is shared by all namespaces; only a node-wide run looks at it.
                 self.sockets = _stale_sockets(self.settings, self.bundles, self.now)
         except BaseException as err:  # re-raised in the caller's thread
             self.error = err
 
-    def result(self) -> tuple[list[procs.ShimProcess], list[Finding]]:
+    def result(self) -> tuple[list[processes.ShimProcess], list[Finding]]:
         self.join()
         if self.error is not None:
             raise self.error
@@ -543,7 +543,7 @@ def _hidden(ns: str, name: str, path: Path, now: float) -> Finding:
 
 
 def _attach_processes(
-    settings: Settings, bundles: list[BundleEvidence], known: dict[int, procs.ShimProcess]
+    settings: Settings, bundles: list[BundleEvidence], known: dict[int, processes.ShimProcess]
 ) -> None:
     """For bundles whose shim did not answer, find a live shim process that belongs to them:
     a bundle with a live process is never treated as dead. A bundle with no connection file
@@ -555,7 +555,7 @@ def _attach_processes(
             mine = shim.runs_in(ev.namespace, ev.path) or (
                 shim.namespace == ev.namespace and shim.id == ev.id and ev.sandbox_of is None
             )
-            if mine and procs.still_alive(shim.ref):  # the scan ran beside the probes
+            if mine and processes.still_alive(shim.ref):  # the scan ran beside the probes
                 ev.live_process = shim
                 ev.shim_pid = shim.ref.pid
                 break
@@ -573,13 +573,13 @@ def _attach_processes(
             list(threads.map(lambda ev: _probe_derived(settings, ev, known), lost))
 
 
-def shim_address(settings: Settings, shim: procs.ShimProcess) -> str:
+def shim_address(settings: Settings, shim: processes.ShimProcess) -> str:
     """The socket address a runc-style shim derives for itself: from containerd's address,
     its namespace and its grouping key (its bundle's group annotation, else its id)."""
     key = shim.id
     if shim.cwd:
         try:
-            config = fsutil.read_small(Path(shim.cwd) / "config.json", limit=4 * 1024 * 1024)
+            config = fs.read_small(Path(shim.cwd) / "config.json", limit=4 * 1024 * 1024)
             notes = spec_annotations(parse_spec(config, "config.json"))
             key = notes.get(GROUP_ANNOTATION) or notes.get(CRI_SANDBOX_ID) or key
         except (OSError, ShimctlError):
@@ -592,7 +592,7 @@ def _orphan_processes(
     bundles: list[BundleEvidence],
     scope: list[str],
     now: float,
-    shims: list[procs.ShimProcess],
+    shims: list[processes.ShimProcess],
 ) -> list[Finding]:
     """Shim processes of this containerd address whose bundle is gone."""
     known_pids = {ev.shim_pid for ev in bundles if ev.shim_pid}
@@ -624,7 +624,7 @@ def _orphan_processes(
     return found
 
 
-def _probe_orphan(settings: Settings, finding: Finding, shim: procs.ShimProcess) -> None:
+def _probe_orphan(settings: Settings, finding: Finding, shim: processes.ShimProcess) -> None:
     """Prove the orphan answers on the socket derived from its argv, and see if it has a task:
     only a verified shim with no task may be shut down."""
     from shimctl.shim.task import TaskClient
@@ -695,7 +695,7 @@ def _all_addresses(settings: Settings) -> set[str]:
                 try:
                     # Bounded, no-follow, non-blocking: a FIFO, a link to /dev/zero or a huge
                     # file here must neither hang nor exhaust the run.
-                    raw = fsutil.read_small(Path(entry.path) / name)[:4096]
+                    raw = fs.read_small(Path(entry.path) / name)[:4096]
                 except (OSError, ShimctlError):
                     continue
                 text = raw.decode("utf-8", "replace")

@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shimctl import fsutil
 from shimctl.errors import DeadlineExceeded, FailedPrecondition
+from shimctl.node import fs
 
-LOCK_NAME = ".shimctl.lock"
+LOCK_NAME = ".shimctl.node.lock"
 
 
 @contextmanager
 def state_lock(task_state: Path, *, timeout: float = 30.0) -> Iterator[None]:
     try:
-        fsutil.makedirs_mode(task_state, 0o711)
+        fs.makedirs_mode(task_state, 0o711)
         fd = os.open(task_state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as err:
         raise FailedPrecondition(

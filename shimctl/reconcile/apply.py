@@ -9,21 +9,22 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shimctl import lifecycle, procs, sockets
-from shimctl.bundle import Bundle
 from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
 from shimctl.faults import checkpoint
-from shimctl.fsutil import is_within, remove_tree
-from shimctl.lock import state_lock
 from shimctl.models.findings import Action, Finding, Kind
-from shimctl.plan import KEEP_ACTIONS
-from shimctl.progress import ProgressFn, counted
+from shimctl.models.progress import ProgressFn, counted
+from shimctl.node import processes, sockets
+from shimctl.node.bundle import Bundle
+from shimctl.node.fs import is_within, remove_tree
+from shimctl.node.lock import state_lock
+from shimctl.ops import shimstop
+from shimctl.reconcile.plan import KEEP_ACTIONS
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
 
 MAX_WORKERS = 16
 
-Scan = list[procs.ShimProcess]
+Scan = list[processes.ShimProcess]
 """The shim processes found under the lock (scanned only when a dead-shim re-check needs it);
 every action takes it, only delete-dead uses it."""
 
@@ -53,7 +54,7 @@ def apply(
         # One /proc scan under the lock serves every dead-shim re-check: no shimctl can start
         # a shim for an existing bundle meanwhile, and a dead process does not come back.
         needs_scan = any(f.action == Action.DELETE_DEAD for f in todo)
-        shims = procs.find_shims(settings.address) if needs_scan else []
+        shims = processes.find_shims(settings.address) if needs_scan else []
 
         def run(f: Finding) -> None:
             _run(settings, f, shims)
@@ -61,7 +62,7 @@ def apply(
         list(pool.map(counted(run, "apply", len(todo), progress), todo))
 
 
-def _run(settings: Settings, f: Finding, shims: list[procs.ShimProcess]) -> None:
+def _run(settings: Settings, f: Finding, shims: list[processes.ShimProcess]) -> None:
     try:
         _ACTIONS[f.action](settings, f, shims)
         f.outcome = "done"
@@ -90,7 +91,7 @@ def _delete_task(settings: Settings, f: Finding, _shims: Scan) -> None:
         # crashed shimctl had already shut it down): clean it up as a dead one, re-verified.
         f.notes.append(f"the shim went away ({err}); cleaned as dead")
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
-        lifecycle.run_delete_verb(settings, bundle, f.notes)
+        shimstop.run_delete_verb(settings, bundle, f.notes)
     _remove_dead_socket(settings, f)
     bundle.delete()
 
@@ -117,19 +118,19 @@ def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) ->
     with TaskClient.connect(
         boot.address, f.namespace, timeout=t.load, api_version=boot.version
     ) as client:
-        info = lifecycle.connect_verified(client, f.id, bundle.path, f.namespace, settings)
+        info = shimstop.connect_verified(client, f.id, bundle.path, f.namespace, settings)
         if f.kind == Kind.LEAKED and f.task_status is None:
             try:
                 pids = client.pids(f.id, timeout=t.load)
                 raise Skip(f"a task appeared since inspection (pids {pids})")
             except NotFound:
                 pass
-        exit_ = lifecycle.delete_task(client, f.id, settings)
+        exit_ = shimstop.delete_task(client, f.id, settings)
         checkpoint("gc:task-deleted")
         if exit_ is not None:
             f.notes.append(f"task deleted (exit status {exit_.exit_status})")
         if f.shutdown_shim and f.sandbox is None:
-            lifecycle.shutdown(client, f.id, info.shim_pid, settings, f.notes)
+            shimstop.shutdown(client, f.id, info.shim_pid, settings, f.notes)
             checkpoint("gc:shim-stopped")
         else:
             f.notes.append("shared shim: not shut down")
@@ -140,14 +141,14 @@ def _dead_shim_gone(
     bundle: Bundle,
     *,
     wait: float = 0.0,
-    shims: list[procs.ShimProcess] | None = None,
+    shims: list[processes.ShimProcess] | None = None,
 ) -> None:
     """Re-verify: nothing answers on the bundle's address and no shim process of it lives
     (waiting up to `wait` seconds for a dying one to go). `shims`: a scan already made under
     the lock; None scans now."""
     # Processes first, then the socket: a dying shim's socket accepts until it has let go.
-    for shim in procs.find_shims(settings.address) if shims is None else shims:
-        if shim.runs_in(bundle.namespace, bundle.path) and not procs.wait_gone(shim.ref, wait):
+    for shim in processes.find_shims(settings.address) if shims is None else shims:
+        if shim.runs_in(bundle.namespace, bundle.path) and not processes.wait_gone(shim.ref, wait):
             raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
     boot = None
     with contextlib.suppress(ShimctlError):
@@ -160,7 +161,7 @@ def _dead_shim_gone(
 def _delete_dead(settings: Settings, f: Finding, shims: Scan) -> None:
     bundle = _bundle(settings, f)
     _dead_shim_gone(settings, bundle, shims=shims)
-    lifecycle.run_delete_verb(settings, bundle, f.notes)
+    shimstop.run_delete_verb(settings, bundle, f.notes)
     checkpoint("gc:verb-run")
     _remove_dead_socket(settings, f)
     bundle.delete()
@@ -197,7 +198,7 @@ def _shutdown_orphan(settings: Settings, f: Finding, _shims: Scan) -> None:
     from shimctl.shim.task import TaskClient
 
     assert f.address is not None and f.shim_pid is not None
-    ref = procs.ref_of(f.shim_pid)
+    ref = processes.ref_of(f.shim_pid)
     if ref is None:
         raise Skip("the process is gone")
     t = settings.timeouts
@@ -212,7 +213,7 @@ def _shutdown_orphan(settings: Settings, f: Finding, _shims: Scan) -> None:
                 raise Skip("it has a task now")
             except NotFound:
                 pass
-            if not lifecycle.shutdown(client, f.id, f.shim_pid, settings, f.notes):
+            if not shimstop.shutdown(client, f.id, f.shim_pid, settings, f.notes):
                 raise Unsafe(f"shim {f.shim_pid} still runs after Shutdown")
     except Unavailable as err:
         raise Skip(f"it no longer answers: {err}") from None
@@ -221,17 +222,17 @@ def _shutdown_orphan(settings: Settings, f: Finding, _shims: Scan) -> None:
 def _kill_hung(settings: Settings, f: Finding, _shims: Scan) -> None:
     bundle = _bundle(settings, f)
     assert f.shim_pid is not None
-    shim = procs.verify_shim(
+    shim = processes.verify_shim(
         f.shim_pid,
         namespace=f.namespace,
         address=settings.address,
         bundle=bundle.path,
         grouped=False,
     )
-    if not procs.terminate(shim.ref, grace=settings.timeouts.shutdown):
+    if not processes.terminate(shim.ref, grace=settings.timeouts.shutdown):
         raise Unsafe(f"shim {f.shim_pid} did not exit after SIGKILL")
     f.notes.append(f"stopped hung shim {f.shim_pid}")
-    lifecycle.run_delete_verb(settings, bundle, f.notes)
+    shimstop.run_delete_verb(settings, bundle, f.notes)
     _remove_dead_socket(settings, f, settle=1.0)
     bundle.delete()
 

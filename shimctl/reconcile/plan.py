@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from shimctl.inspect import ANSWERED, UNRESPONSIVE, BundleEvidence, Inventory
 from shimctl.models.findings import Action, Finding, Kind
-from shimctl.sockets import socket_file
+from shimctl.node.sockets import socket_file
+from shimctl.reconcile.evidence import ANSWERED, UNRESPONSIVE, BundleEvidence, Inventory
 
 LIST, LOAD, GC = "list", "load", "gc"
 KEEP_ACTIONS = (Action.KEEP, Action.REPORT)
