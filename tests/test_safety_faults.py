@@ -249,7 +249,7 @@ def test_gc_cleans_a_leaked_shim_that_died_between_plan_and_action(
     (a gc killed mid-action had already shut it down). Under the lock the action finds the
     socket refusing and cleans the bundle as a dead shim's instead of failing."""
     from shimctl.models.findings import Action, Kind
-    from shimctl.reconcile.run import apply, evidence, plan
+    from shimctl.reconcile import apply, evidence, plan
     from shimctl.settings import Settings
 
     pid = started.process(start_shim(node, "lk")["shim_pid"])
