@@ -31,7 +31,7 @@ demo: deps
 FUZZ_EXAMPLES ?= 20000
 fuzz:
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest -p no:benchmark -n 2 -q \
-		tests/test_fuzz_ttrpc.py tests/test_ttrpc_codec.py -k fuzz $(PYTEST_ARGS)
+		tests/unit/shim/test_fuzz_ttrpc.py tests/unit/shim/test_ttrpc_codec.py -k fuzz $(PYTEST_ARGS)
 
 # Speed and memory against the targets of the README's performance section.
 bench: deps

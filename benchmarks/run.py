@@ -169,8 +169,8 @@ def private_node(name: str) -> Iterator[Node]:
 def containerd_startup_ms(node: Node) -> float:
     """Exec containerd over the node's state; time until its gRPC socket accepts (the runtime
     plugin has loaded every existing shim by then); stop it again by PID."""
-    from tests.containerd import config_toml
-    from tests.helpers import Node as TestNode
+    from tests.support.containerd import config_toml
+    from tests.support.helpers import Node as TestNode
 
     test_node = TestNode(
         base=node.base,

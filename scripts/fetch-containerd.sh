@@ -10,7 +10,7 @@
 #    Each .deb is unpacked with `dpkg -x` into $CACHE/pkg/<package>_<version>/, reused later.
 #
 # Records $CACHE/<suite>.env (key=value lines: suite, versions, binary paths) for the tests
-# (tests/generations.py). A suite's index is refreshed at most once per MAX_AGE seconds; when
+# (tests/support/generations.py). A suite's index is refreshed at most once per MAX_AGE seconds; when
 # the refresh fails (offline) and a cached copy exists, that copy is used with a warning.
 #
 # Usage: fetch-containerd.sh [-q|--quiet] [--refresh] [SUITE...]

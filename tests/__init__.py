@@ -1,1 +1,1 @@
-"""Test package: import shared helpers as ``from tests.helpers import ...``."""
+"""Test package: import shared helpers as ``from tests.support.helpers import ...``."""

@@ -1,9 +1,10 @@
-"""Shared fixtures. Helpers live in tests/helpers.py: ``from tests.helpers import ...``.
+"""Shared fixtures. Helpers live in tests/support/ (``from tests.support.helpers import ...``).
 
-- Tests marked ``@pytest.mark.real`` get :func:`tests.helpers.require_real_binaries` applied
+- Tests marked ``@pytest.mark.real`` get :func:`tests.support.helpers.require_real_binaries` applied
   before setup (skip, or fail when ``CI=true``). The ``require_real_binaries`` fixture does the
   same for tests that ask for it by name.
-- ``node``: a :class:`tests.helpers.Node` with private dirs under ``tmp_path``; after the test a
+- ``node``: a :class:`tests.support.helpers.Node` with private dirs under ``tmp_path``; after
+  the test a
   safety net kills processes left with ``-address <node.address>`` and removes their sockets,
   warning (ShimLeakWarning) when it had to kill anything. The session ends with a loud summary
   of all such leaks (collected from xdist workers too).
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import helpers
-from tests.helpers import LEAK_PROPERTY, Node
+from tests.support import helpers
+from tests.support.helpers import LEAK_PROPERTY, Node
 
 if TYPE_CHECKING:
-    from tests.safetykit import Fakes
-    from tests.tasks import Started
+    from tests.support.safetykit import Fakes
+    from tests.support.tasks import Started
 
 helpers.ensure_sbin_on_path()
 
@@ -102,7 +103,7 @@ def socket_dir_shared() -> Iterator[None]:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """The containerd generations the matrix runs against, with their package versions."""
-    from tests.generations import all_generations
+    from tests.support.generations import all_generations
 
     return [g.describe() for g in all_generations()]
 
@@ -110,7 +111,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture
 def started(node: Node) -> Iterator[Started]:
     """What the test starts (shims, tasks, containers), stopped by PID at its end."""
-    from tests.tasks import Started
+    from tests.support.tasks import Started
 
     s = Started(node)
     try:
@@ -121,8 +122,8 @@ def started(node: Node) -> Iterator[Started]:
 
 @pytest.fixture
 def fakes(node: Node) -> Iterator[Fakes]:
-    """Fake shim processes (tests/fakeshim.py) for faults the real shim cannot show."""
-    from tests.safetykit import Fakes
+    """Fake shim processes (tests/support/fakeshim.py) for faults the real shim cannot show."""
+    from tests.support.safetykit import Fakes
 
     f = Fakes(node)
     try:

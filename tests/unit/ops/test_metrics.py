@@ -1,0 +1,171 @@
+"""`gc --metrics-file`: Prometheus text for node_exporter's textfile collector, validated with
+prometheus_client's parser; atomic; written on partial and total failure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shimctl import __version__
+from shimctl.models.findings import Finding, Kind, ReconcileReport
+from shimctl.ops import metrics
+from shimctl.reconcile.run import summarize
+from tests.support.helpers import Node, run_cli
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        assert family.type == "gauge", family.name
+        assert family.documentation, family.name
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def _report(*, failed: bool = False) -> ReconcileReport:
+    findings = [
+        Finding(Kind.LEAKED, "default", "c1", "/s/default/c1", "r", "delete-task", outcome="done"),
+        Finding(Kind.RUNNING, "default", "c2", "/s/default/c2", "r"),
+        Finding(Kind.DEAD, "k8s.io", "p1", "/s/k8s.io/p1", "r", "delete-dead", outcome="done"),
+        Finding(
+            Kind.STALE_SOCKET, "", "ab", "/run/containerd/s/ab", "r", "remove", outcome="failed"
+        )
+        if failed
+        else Finding(Kind.STALE_SOCKET, "", "ab", "/run/containerd/s/ab", "r", "remove"),
+    ]
+    return summarize("gc", False, findings, 1.25)
+
+
+def test_exposition_parses_and_counts() -> None:
+    rep = _report()
+    samples = parse(metrics.exposition(rep, now=1000.5, version="9.9"))
+    assert value(samples, "shimctl_info", version="9.9") == 1
+    assert value(samples, "shimctl_gc_findings", kind="leaked", namespace="default") == 1
+    assert value(samples, "shimctl_gc_findings", kind="running", namespace="default") == 1
+    assert value(samples, "shimctl_gc_findings", kind="dead", namespace="k8s.io") == 1
+    assert value(samples, "shimctl_gc_findings", kind="stale-socket", namespace="") == 1
+    # Every kind per namespace seen, zeros included.
+    for kind in Kind.ALL:
+        assert ("shimctl_gc_findings", (("kind", kind), ("namespace", "k8s.io"))) in samples
+    assert value(samples, "shimctl_gc_findings", kind="hung", namespace="default") == 0
+    assert value(samples, "shimctl_gc_actions", action="delete-task", outcome="done") == 1
+    assert value(samples, "shimctl_gc_actions", action="delete-dead", outcome="done") == 1
+    assert value(samples, "shimctl_gc_errors") == 0
+    assert value(samples, "shimctl_gc_success") == 1
+    assert value(samples, "shimctl_gc_dry_run") == 0
+    assert value(samples, "shimctl_gc_duration_seconds") == 1.25
+    assert value(samples, "shimctl_gc_last_run_timestamp_seconds") == 1000.5
+    assert value(samples, "shimctl_gc_last_success_timestamp_seconds") == 1000.5
+
+
+def test_failed_run_keeps_previous_success() -> None:
+    rep = _report(failed=True)
+    text = metrics.exposition(rep, now=2000, version="1", previous_success=1000)
+    samples = parse(text)
+    assert value(samples, "shimctl_gc_errors") == 1
+    assert value(samples, "shimctl_gc_success") == 0
+    assert value(samples, "shimctl_gc_actions", action="remove", outcome="failed") == 1
+    assert value(samples, "shimctl_gc_last_run_timestamp_seconds") == 2000
+    assert value(samples, "shimctl_gc_last_success_timestamp_seconds") == 1000
+    # Never succeeded: no last-success sample at all (not a misleading 0).
+    never = parse(metrics.exposition(None, now=3000, version="1", run_error="boom"))
+    assert value(never, "shimctl_gc_errors") == 1
+    assert value(never, "shimctl_gc_success") == 0
+    assert not any(name == "shimctl_gc_last_success_timestamp_seconds" for name, _ in never)
+
+
+def test_label_values_are_escaped() -> None:
+    rep = summarize("gc", False, [Finding("odd", 'n"s\\x\ny', "i", "/p", "r")], 0.1)
+    samples = parse(metrics.exposition(rep, now=1, version="1"))
+    assert value(samples, "shimctl_gc_findings", kind="odd", namespace='n"s\\x\ny') == 1
+
+
+def test_write_is_atomic_and_readable(tmp_path: Path) -> None:
+    target = tmp_path / "shimctl.prom"
+    target.write_text("old\n")
+    metrics.record_gc(target, summarize("gc", False, [], 0.0), version="1", now=5.0)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert os.listdir(tmp_path) == ["shimctl.prom"]  # no temp file left behind
+    assert metrics.previous_success(target) == 5.0
+    with pytest.raises(Exception, match="does not exist"):
+        metrics.record_gc(tmp_path / "no" / "x.prom", None, version="1")
+
+
+# -- through the CLI ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path) -> Iterator[None]:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_gc_metrics_file_success_partial_failure_and_total_failure(node: Node) -> None:
+    prom = node.base / "textfile" / "shimctl.prom"
+    prom.parent.mkdir()
+    for task in ("w1", "w2"):
+        (node.workdir(task)).mkdir(parents=True)
+    gc = ["-n", "default", "gc", "--min-age", "0", "--metrics-file", str(prom)]
+
+    before = time.time()
+    proc = run_cli(node, *gc)
+    assert proc.returncode == 0, proc.stderr
+    samples = parse(prom.read_text())
+    assert value(samples, "shimctl_gc_findings", kind="orphan-workdir", namespace="default") == 2
+    assert value(samples, "shimctl_gc_actions", action="remove", outcome="done") == 2
+    assert value(samples, "shimctl_gc_errors") == 0
+    first_success = value(samples, "shimctl_gc_last_success_timestamp_seconds")
+    assert before <= first_success <= time.time()
+    assert value(samples, "shimctl_info", version=__version__) == 1
+
+    # Partial failure: a work dir that still holds a mount cannot be removed.
+    stuck = node.workdir("w3")
+    stuck.mkdir(parents=True)
+    with tmpfs(stuck):
+        proc = run_cli(node, *gc)
+        assert proc.returncode == 11, proc.stderr
+    samples = parse(prom.read_text())
+    assert value(samples, "shimctl_gc_errors") == 1
+    assert value(samples, "shimctl_gc_success") == 0
+    assert value(samples, "shimctl_gc_actions", action="remove", outcome="failed") == 1
+    assert value(samples, "shimctl_gc_last_success_timestamp_seconds") == first_success
+    assert value(samples, "shimctl_gc_last_run_timestamp_seconds") > first_success
+
+    # The whole run fails (an unreadable config): the file still says so.
+    bad = node.base / "bad.toml"
+    bad.write_text("root = [\n")
+    proc = run_cli(node, "--config", str(bad), *gc)
+    assert proc.returncode == 2
+    samples = parse(prom.read_text())
+    assert value(samples, "shimctl_gc_errors") == 1
+    assert value(samples, "shimctl_gc_success") == 0
+    assert value(samples, "shimctl_gc_last_success_timestamp_seconds") == first_success
+    assert not any(name == "shimctl_gc_findings" for name, _ in samples)
+    assert sorted(os.listdir(prom.parent)) == ["shimctl.prom"]
+
+
+def test_gc_metrics_dir_missing_refused_before_acting(node: Node) -> None:
+    node.workdir("w1").mkdir(parents=True)
+    missing = node.base / "nowhere" / "shimctl.prom"
+    proc = run_cli(node, "-n", "default", "gc", "--min-age", "0", "--metrics-file", str(missing))
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+    assert node.workdir("w1").is_dir()  # gc did not run
