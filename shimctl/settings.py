@@ -220,9 +220,12 @@ def build_settings(
     timeout: float | None = None,
 ) -> Settings:
     """Merge explicit values (flags or env, already resolved by click) over config over defaults."""
+    # Here, not at the top: --help imports this module for its defaults and needs no parser.
+    from shimctl.shim.address import strip_unix
+
     cfg = read_containerd_config(config or Path(DEFAULT_CONFIG))
-    final_address = _strip_unix(address or cfg.address or DEFAULT_ADDRESS)
-    final_ttrpc = _strip_unix(ttrpc_address or cfg.ttrpc_address or final_address + ".ttrpc")
+    final_address = strip_unix(address or cfg.address or DEFAULT_ADDRESS)
+    final_ttrpc = strip_unix(ttrpc_address or cfg.ttrpc_address or final_address + ".ttrpc")
     timeouts = replace(Timeouts(), **cfg.timeouts)
     if timeout is not None:
         if not (math.isfinite(timeout) and timeout > 0):
@@ -241,11 +244,6 @@ def build_settings(
         sched_core=bool(cfg.sched_core),
         timeouts=timeouts,
     )
-
-
-def _strip_unix(address: str) -> str:
-    # containerd passes its gRPC address to shims without the unix:// scheme.
-    return address[len("unix://") :] if address.startswith("unix://") else address
 
 
 def _abs_dir(value: str, flag: str) -> Path:

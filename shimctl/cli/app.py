@@ -198,13 +198,15 @@ def start(
     """Create the bundle for ID and start its shim, as containerd's manager does."""
 
     def action(state: State) -> None:
-        from shimctl.ops.manager import ShimManager, read_file_arg
+        from shimctl.ops.start import read_file_arg
+        from shimctl.ops.start import start as start_task
 
         spec = read_file_arg(Path(spec_file), "spec") if spec_file else None
         options = read_file_arg(Path(options_file), "options") if options_file else None
-        result = ShimManager(state.settings()).start(
+        result = start_task(
+            state.settings(),
             task_id,
-            runtime=runtime,
+            runtime_name=runtime,
             spec=spec,
             spec_source=spec_file or "",
             sandbox=sandbox,
@@ -241,9 +243,9 @@ def delete(ctx: click.Context, task_id: str, force: bool) -> None:
     """Delete task ID: its task, its shim and its bundle."""
 
     def action(state: State) -> None:
-        from shimctl.ops.manager import ShimManager
+        from shimctl.ops.delete import delete as delete_task
 
-        result = ShimManager(state.settings()).delete(task_id, force=force)
+        result = delete_task(state.settings(), task_id, force=force)
         state.renderer().result(
             "delete",
             result,

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from shimctl.errors import AlreadyExists, FailedPrecondition, NotFound, Unsafe
 from shimctl.node import fs, identifiers
-from shimctl.settings import Settings
+from shimctl.node.mounts import unmount_all
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 
 DIR_MODE = 0o711
@@ -40,22 +40,25 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
     task_root: Path
 
     @classmethod
-    def of_task(cls, settings: Settings, id: str) -> Bundle:
-        """The bundle of task `id` in the settings' namespace, both validated first."""
-        identifiers.validate_namespace(settings.namespace)
+    def of_task(cls, task_state: Path, task_root: Path, namespace: str, id: str) -> Bundle:
+        """The bundle of task `id` in `namespace`, both validated first."""
+        identifiers.validate_namespace(namespace)
         identifiers.validate_task_id(id)
-        return cls.locate(settings, settings.namespace, id)
+        return cls.locate(task_state, task_root, namespace, id)
 
     @classmethod
-    def locate(cls, settings: Settings, namespace: str, id: str) -> Bundle:
+    def locate(cls, task_state: Path, task_root: Path, namespace: str, id: str) -> Bundle:
+        """Where task `id` of `namespace` lives under the task plugin's STATE and ROOT dirs
+        (`<state>/io.containerd.runtime.v2.task`, `<root>/...`): plain paths, as containerd's
+        NewBundle(ctx, root, state, id, spec) takes them (core/runtime/v2/bundle.go)."""
         return cls(
             namespace=namespace,
             id=id,
             # One parse per path, not two joins: inspect locates every bundle of the node.
-            path=Path(f"{settings.task_state}/{namespace}/{id}"),
-            work=Path(f"{settings.task_root}/{namespace}/{id}"),
-            task_state=settings.task_state,
-            task_root=settings.task_root,
+            path=Path(f"{task_state}/{namespace}/{id}"),
+            work=Path(f"{task_root}/{namespace}/{id}"),
+            task_state=task_state,
+            task_root=task_root,
         )
 
     # -- reading ---------------------------------------------------------------------------
@@ -160,8 +163,8 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
     def write_bootstrap(self, document: bytes) -> None:
         fs.write_atomic(self.path / BOOTSTRAP, document, 0o644)
 
-    def write_shim_binary_path(self, runtime_path: str) -> None:
-        fs.write_atomic(self.path / SHIM_BINARY_PATH, runtime_path.encode(), 0o600)
+    def write_shim_binary_path(self, shim_binary: str) -> None:
+        fs.write_atomic(self.path / SHIM_BINARY_PATH, shim_binary.encode(), 0o600)
 
     def write_sandbox(self, sandbox_id: str) -> None:
         fs.write_atomic(self.path / SANDBOX, sandbox_id.encode(), 0o600)
@@ -182,15 +185,21 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
 
     @classmethod
     def create(
-        cls, settings: Settings, namespace: str, id: str, spec: bytes, remapped_gid: int | None
+        cls,
+        task_state: Path,
+        task_root: Path,
+        namespace: str,
+        id: str,
+        spec: bytes,
+        remapped_gid: int | None,
     ) -> Bundle:
         """NewBundle: state and work dirs, rootfs, `work` link, config.json (layout.md §4.1).
 
         The caller has validated `id` and `namespace`. On failure after the bundle dir exists,
         everything made here is removed again.
         """
-        bundle = cls.locate(settings, namespace, id)
-        for top in (settings.task_state, settings.task_root):
+        bundle = cls.locate(task_state, task_root, namespace, id)
+        for top in (task_state, task_root):
             fs.makedirs_mode(top, DIR_MODE)
         fs.mkdir_mode(bundle.path.parent, DIR_MODE, exist_ok=True)
         try:
@@ -209,7 +218,7 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
             fs.mkdir_mode(bundle.path / ROOTFS, DIR_MODE, exist_ok=True)
             if os.path.lexists(bundle.work):
                 # A stale work dir of an earlier task with this id is wiped, as the manager does.
-                fs.remove_tree(bundle.work, within=settings.task_root)
+                fs.remove_tree(bundle.work, within=task_root)
             fs.mkdir_mode(bundle.work, DIR_MODE, exist_ok=False)
             os.symlink(bundle.work, bundle.path / WORK)
             fd = os.open(
@@ -242,7 +251,7 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
             rootfs = self.path / ROOTFS
             if os.path.islink(rootfs):
                 raise Unsafe(f"{rootfs} is a symlink; not unmounting or removing through it")
-            fs.unmount_all(rootfs)
+            unmount_all(rootfs)
             try:
                 os.rmdir(rootfs)
             except FileNotFoundError:

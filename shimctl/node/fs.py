@@ -1,4 +1,5 @@
-"""Small file-system primitives with the safety rules shimctl relies on everywhere.
+"""Small file-system primitives (bounded reads, atomic writes, removal inside a top dir)
+with the safety rules shimctl relies on everywhere; mounts are in node/mounts.py.
 
 Reads never follow symlinks and are bounded in size; writes are atomic (temp file + rename)
 with explicit modes, so the result does not depend on the caller's umask.
@@ -9,18 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import stat
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shimctl.errors import FailedPrecondition, InvalidArgument, Unsafe
 from shimctl.faults import checkpoint
-
-if TYPE_CHECKING:
-    import ctypes
+from shimctl.node.mounts import mount_points_under
 
 # Bundle files are tiny; a bigger one is junk and is not read whole.
 MAX_SMALL_FILE = 64 * 1024
@@ -120,76 +116,6 @@ def makedirs_mode(path: Path, mode: int) -> None:
         p = p.parent
     for d in reversed(missing):
         mkdir_mode(d, mode, exist_ok=True)
-
-
-def mount_points_under(path: Path) -> list[str]:
-    """Mount points at or below `path`, from /proc/self/mountinfo.
-
-    mountinfo names mount points by their real path, so `path` is compared both as given and
-    with its symlinks resolved (e.g. a state dir under /var/run, a link to /run).
-    """
-    tops = {os.path.normpath(path), os.path.realpath(path)}
-    found = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_bytes().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) < 5:
-            continue
-        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-        point = os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields[4]))
-        if any(point == top or point.startswith(top.rstrip("/") + "/") for top in tops):
-            found.append(point)
-    return found
-
-
-_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
-_libc: ctypes.CDLL | None = None
-_UMOUNT_NOFOLLOW = 8  # linux/fs.h: do not follow a symlink in the last component
-
-
-def _umount2(target: str, flags: int) -> int:
-    global _libc
-    if _libc is None:
-        import ctypes.util  # only an unmount needs libc
-
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.umount2(target.encode(), flags) == 0:
-        return 0
-    import ctypes
-
-    return ctypes.get_errno()
-
-
-def unmount_all(target: Path) -> None:
-    """Peel off every mount stacked on `target` (containerd's UnmountAll).
-
-    A symlinked `target` is refused: umount2 would follow it and unmount what it points at.
-    """
-    if not os.path.lexists(target):
-        return
-    if os.path.islink(target):
-        raise Unsafe(f"{target} is a symlink; not unmounting through it")
-    for _ in range(100):
-        err = _umount2(str(target), _UMOUNT_NOFOLLOW)
-        if err == 0:
-            continue
-        if err in (errno.EINVAL, errno.ENOENT):
-            return
-        if err == errno.EBUSY:
-            for _retry in range(50):
-                time.sleep(0.05)
-                err = _umount2(str(target), _UMOUNT_NOFOLLOW)
-                if err != errno.EBUSY:
-                    break
-            if err == 0:
-                continue
-            if err in (errno.EINVAL, errno.ENOENT):
-                return
-        raise FailedPrecondition(f"failed to unmount {target}: {os.strerror(err)}")
-    raise FailedPrecondition(f"failed to unmount {target}: too many stacked mounts")
 
 
 def _refuse_links_below(path: Path, within: Path) -> None:

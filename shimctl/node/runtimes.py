@@ -5,46 +5,46 @@ from __future__ import annotations
 import os
 import stat
 
-from shimctl.errors import InvalidArgument, NotFound
+from shimctl.errors import InvalidArgument, NotFound, ShimctlError
 
 
-def binary_name(runtime: str) -> str | None:
+def binary_name(runtime_name: str) -> str | None:
     """`io.containerd.runc.v2` -> `containerd-shim-runc-v2`; None if the name is invalid."""
-    parts = runtime.split(".")
+    parts = runtime_name.split(".")
     if len(parts) < 2 or not parts[0]:
         return None
     return f"containerd-shim-{parts[-2]}-{parts[-1]}"
 
 
-def _invalid_name(runtime: str) -> InvalidArgument:
+def _invalid_name(runtime_name: str) -> InvalidArgument:
     return InvalidArgument(
-        f"invalid runtime name {runtime!r}, correct runtime name should be either format like "
+        f"invalid runtime name {runtime_name!r}, correct runtime name should be either format like "
         "`io.containerd.runc.v1` or a full path to the binary",
         hint="use a name like io.containerd.runc.v2 or an absolute path",
     )
 
 
-def resolve_runtime_path(runtime: str, *, containerd_binary: str, cwd: str = "/") -> str:
+def resolve_runtime_path(runtime_name: str, *, containerd_binary: str, cwd: str = "/") -> str:
     """Resolve as containerd's resolveRuntimePath does (reference behaviour: a relative path
     with a slash is rejected). `containerd_binary` is the publish binary: its directory is the
     last place searched, as containerd searches beside its own executable."""
-    if not runtime:
+    if not runtime_name:
         raise InvalidArgument("no runtime name", hint="pass --runtime")
-    if os.path.isabs(runtime):
+    if os.path.isabs(runtime_name):
         try:
-            os.stat(runtime)
+            os.stat(runtime_name)
         except OSError as err:
             raise NotFound(
-                f"invalid custom binary path {runtime}: {err.strerror}",
+                f"invalid custom binary path {runtime_name}: {err.strerror}",
                 hint="install the shim there or pass another --runtime",
             ) from None
-        return runtime
-    if "/" in runtime:
-        raise _invalid_name(runtime)
-    name = binary_name(runtime)
+        return runtime_name
+    if "/" in runtime_name:
+        raise _invalid_name(runtime_name)
+    name = binary_name(runtime_name)
     if name is None:
-        raise _invalid_name(runtime)
-    beside_cwd = os.path.join(cwd, os.path.dirname(runtime) or ".", name)
+        raise _invalid_name(runtime_name)
+    beside_cwd = os.path.join(cwd, os.path.dirname(runtime_name) or ".", name)
     if os.path.exists(beside_cwd):
         return os.path.abspath(beside_cwd)
     found = _look_path(name)
@@ -57,7 +57,7 @@ def resolve_runtime_path(runtime: str, *, containerd_binary: str, cwd: str = "/"
         if os.path.exists(beside):
             return os.path.abspath(beside)
     raise NotFound(
-        f'runtime "{runtime}" binary not installed "{name}": file does not exist',
+        f'runtime "{runtime_name}" binary not installed "{name}": file does not exist',
         hint=f"install {name} on PATH or pass --runtime /abs/path/to/{name}",
     )
 
@@ -89,3 +89,15 @@ def check_executable(path: str) -> None:
         raise InvalidArgument(f"shim binary {path} is not a regular file")
     if not st.st_mode & 0o111 or not os.access(path, os.X_OK):
         raise InvalidArgument(f"shim binary {path} is not executable", hint=f"chmod +x {path}")
+
+
+def recorded_binary_problem(path: str) -> str | None:
+    """Why a bundle's shim-binary-path cannot be run, as the shim's `delete` verb would find
+    it (run with the bundle as cwd, so it must be absolute); None if it can run."""
+    if not os.path.isabs(path):
+        return f"shim-binary-path {path!r} is not absolute"
+    try:
+        check_executable(path)
+    except ShimctlError as err:
+        return f"shim-binary-path: {err}"
+    return None

@@ -12,6 +12,8 @@ from enum import Enum
 from pathlib import Path
 
 from shimctl.node.fs import is_within
+from shimctl.node.gopath import go_join
+from shimctl.shim.address import unix_address, unix_path
 
 
 class SocketState(Enum):
@@ -22,12 +24,13 @@ class SocketState(Enum):
 
 
 def derive_address(containerd_address: str, namespace: str, key: str, socket_dir: Path) -> str:
-    """The address a runc-style shim derives: sha256 of Go filepath.Join(address, ns, key)."""
-    joined = posixpath.normpath("/".join(p for p in (containerd_address, namespace, key) if p))
+    """The address a runc-style shim derives: sha256 of Go's filepath.Join(address, ns, key)
+    (SocketAddress in containerd's pkg/shim/util_unix.go), a file in `socket_dir`."""
+    joined = go_join(containerd_address, namespace, key)
     import hashlib  # only orphan and 2.x-crash handling need it; keep start's imports small
 
     digest = hashlib.sha256(joined.encode()).hexdigest()
-    return f"unix://{socket_dir}/{digest}"
+    return unix_address(f"{socket_dir}/{digest}")
 
 
 def socket_path(address: str) -> Path | None:
@@ -38,10 +41,10 @@ def socket_path(address: str) -> Path | None:
 
 def socket_file(address: str) -> str | None:
     """socket_path as a normalised string (cheap, for keys and system calls)."""
-    if not address.startswith("unix://"):
+    path = unix_path(address)
+    if path is None or not path.startswith("/") or "\0" in path:
         return None
-    path = address[len("unix://") :]
-    return posixpath.normpath(path) if path.startswith("/") and "\0" not in path else None
+    return posixpath.normpath(path)
 
 
 def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:
@@ -67,7 +70,7 @@ def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:
 
 def probe_address(address: str) -> SocketState:
     """Probe a plain socket path or a unix:// address (containerd's own sockets)."""
-    path = socket_path(address) if address.startswith("unix://") else Path(address)
+    path = socket_path(address) if unix_path(address) is not None else Path(address)
     return probe(path) if path is not None else SocketState.MISSING
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from shimctl.errors import InvalidArgument
+from shimctl.errors import InvalidArgument, ShimctlError
+from shimctl.node import fs
+from shimctl.node.gopath import go_join
 
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 _NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
@@ -15,11 +18,21 @@ CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 CRI_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 # The runc shim groups bundles into one shim by this annotation first (layout.md §7).
 GROUP_ANNOTATION = "io.containerd.runc.v2.group"
+CONFIG = "config.json"
+# A bundle's config.json is read whole; a spec larger than this is not one shimctl trusts.
+MAX_SPEC_BYTES = 4 * 1024 * 1024
 
 
-def default_spec(args: list[str] | None = None) -> dict[str, Any]:
-    """A small spec the runc shim and runc accept: rootfs at `rootfs`, no terminal."""
-    return {
+def default_spec(
+    args: list[str] | None = None, *, namespace: str | None = None, id: str | None = None
+) -> dict[str, Any]:
+    """A small spec the runc shim and runc accept: rootfs at `rootfs`, no terminal.
+
+    Given the task's namespace and id, its cgroup is `/<namespace>/<id>`, as ctr's default
+    spec has it (CgroupsPath: filepath.Join("/", ns, id) in containerd's pkg/oci/spec.go):
+    without the namespace, two tasks with one id in two namespaces would share a cgroup, and
+    each would count the other's processes as its own."""
+    spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
@@ -61,6 +74,9 @@ def default_spec(args: list[str] | None = None) -> dict[str, Any]:
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"],
         },
     }
+    if namespace is not None and id is not None:
+        spec["linux"]["cgroupsPath"] = go_join("/", namespace, id)
+    return spec
 
 
 def encode_spec(spec: dict[str, Any]) -> bytes:
@@ -125,10 +141,33 @@ def _uint32(mapping: dict[str, Any], key: str, index: int) -> int:
 
 
 def spec_annotations(spec: dict[str, Any]) -> dict[str, str]:
+    """The spec's string annotations; anything else under `annotations` is ignored."""
     value = spec.get("annotations")
     if not isinstance(value, dict):
         return {}
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def bundle_annotations(bundle_dir: str | Path) -> dict[str, str]:
+    """The annotations of the spec in `bundle_dir`/config.json, read bounded and without
+    following a link; {} when it is missing, unreadable or not a spec (best effort: callers
+    only use them to group bundles, never to decide alone that something is dead)."""
+    try:
+        data = fs.read_small(f"{bundle_dir}/{CONFIG}", limit=MAX_SPEC_BYTES)
+        return spec_annotations(parse_spec(data, CONFIG))
+    except (OSError, ShimctlError):
+        return {}
+
+
+def marks_sandbox(annotations: dict[str, str], id: str) -> bool:
+    """Do a bundle's annotations mark it the CRI pod sandbox (the pause container) `id`?"""
+    return annotations.get(CRI_CONTAINER_TYPE) == "sandbox" or annotations.get(CRI_SANDBOX_ID) == id
+
+
+def shim_group(annotations: dict[str, str], id: str) -> str:
+    """The key the runc shim groups a bundle by, and hashes into its socket name: the group
+    annotation, else the CRI sandbox id, else the task's own id (layout.md §7)."""
+    return annotations.get(GROUP_ANNOTATION) or annotations.get(CRI_SANDBOX_ID) or id
 
 
 def _get_ci(doc: dict[str, Any], key: str) -> Any:

@@ -15,7 +15,7 @@ import select
 import time
 from collections.abc import Iterator
 
-from shimctl.node.bundle import Bundle
+from shimctl.ops import access
 from shimctl.settings import Settings
 
 READ_SIZE = 65536
@@ -27,7 +27,7 @@ BUNDLE_CHECK = 1.0
 def stream(settings: Settings, id: str, *, follow: bool, idle: float) -> Iterator[bytes]:
     """Yield what the shim of task `id` writes to its log. Without `follow`, stop once nothing
     arrived for `idle` seconds; with it, run until interrupted or until the bundle is gone."""
-    bundle = Bundle.of_task(settings, id)
+    bundle = access.bundle_of(settings, id)
     bundle.check_dir()
     fd = bundle.open_log_fifo()
     try:

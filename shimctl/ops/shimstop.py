@@ -11,6 +11,7 @@ from shimctl.errors import NotFound, ShimctlError
 from shimctl.node import processes, sockets
 from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import check_executable
+from shimctl.ops import access
 from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import ConnectInfo, Exit, TaskClient
@@ -91,20 +92,22 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
     caller has verified the shim is gone, so the bundle still goes."""
     bundle.check_safe()
     try:
-        runtime = bundle.read_text(SHIM_BINARY_PATH)
+        shim_binary = bundle.read_text(SHIM_BINARY_PATH)
     except ShimctlError as err:
         notes.append(f"unreadable shim-binary-path ({err}): the delete verb was not run")
         return None
-    if runtime is None:
+    if shim_binary is None:
         notes.append("no shim-binary-path: the delete verb was not run")
         return None
-    if not os.path.isabs(runtime):
+    if not os.path.isabs(shim_binary):
         # Run with the bundle as cwd, a relative path would name a file inside the bundle.
-        notes.append(f"shim-binary-path {runtime!r} is not absolute: the delete verb was not run")
+        notes.append(
+            f"shim-binary-path {shim_binary!r} is not absolute: the delete verb was not run"
+        )
         return None
     try:
-        check_executable(runtime)
-        shim = binary.ShimBinary.for_settings(settings, runtime, bundle.namespace, bundle.id)
+        check_executable(shim_binary)
+        shim = access.shim_binary(settings, shim_binary, bundle.namespace, bundle.id)
         exit_ = binary.run_delete(shim, bundle.path, timeout=settings.timeouts.cleanup)
     except ShimctlError as err:
         notes.append(f"delete verb failed: {err}")

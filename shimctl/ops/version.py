@@ -15,8 +15,9 @@ import subprocess
 from shimctl import __version__
 from shimctl.errors import ShimctlError
 from shimctl.models.info import ComponentVersion, VersionInfo
-from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl.node.bundle import SHIM_BINARY_PATH
 from shimctl.node.runtimes import resolve_runtime_path
+from shimctl.ops import access
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 
 TIMEOUT = 5.0
@@ -61,7 +62,7 @@ def shim_version(name: str, path: str) -> ComponentVersion:
     return ComponentVersion(name, path, version, error)
 
 
-def bundle_runtimes(settings: Settings) -> list[str]:
+def bundle_shim_binaries(settings: Settings) -> list[str]:
     """Distinct shim-binary-path values of the bundles in the state dir."""
     found: set[str] = set()
     seen = 0
@@ -83,7 +84,7 @@ def bundle_runtimes(settings: Settings) -> list[str]:
                 continue
             seen += 1
             try:
-                text = Bundle.locate(settings, ns.name, entry.name).read_text(SHIM_BINARY_PATH)
+                text = access.locate(settings, ns.name, entry.name).read_text(SHIM_BINARY_PATH)
             except (OSError, ShimctlError):
                 continue
             if text is not None and os.path.isabs(text):
@@ -99,7 +100,7 @@ def collect(settings: Settings) -> VersionInfo:
     except ShimctlError as err:
         default = None
         shims.append(ComponentVersion(DEFAULT_RUNTIME, None, None, str(err)))
-    for path in bundle_runtimes(settings):
+    for path in bundle_shim_binaries(settings):
         if path != default:
             shims.append(
                 shim_version(path, path)

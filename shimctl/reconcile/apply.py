@@ -76,7 +76,7 @@ def _run(settings: Settings, f: Finding, shims: list[processes.ShimProcess]) -> 
 
 
 def _bundle(settings: Settings, f: Finding) -> Bundle:
-    bundle = Bundle.locate(settings, f.namespace, f.id)
+    bundle = Bundle.locate(settings.task_state, settings.task_root, f.namespace, f.id)
     if not bundle.exists():
         raise Skip("the bundle is already gone")
     return bundle
@@ -186,7 +186,10 @@ def _remove(settings: Settings, f: Finding, _shims: Scan) -> None:
     top = settings.task_root if is_within(path, settings.task_root) else settings.task_state
     if not is_within(path, top):
         raise Unsafe(f"{path} is outside {settings.task_root} and {settings.task_state}")
-    if f.kind == Kind.ORPHAN_WORKDIR and Bundle.locate(settings, f.namespace, f.id).exists():
+    if (
+        f.kind == Kind.ORPHAN_WORKDIR
+        and Bundle.locate(settings.task_state, settings.task_root, f.namespace, f.id).exists()
+    ):
         raise Skip("its bundle exists now")
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
         os.unlink(path)  # a link or file in ROOT/<ns>: remove it, never follow it

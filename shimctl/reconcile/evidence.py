@@ -28,18 +28,12 @@ from shimctl.models.findings import Action, Finding, Kind
 from shimctl.models.progress import ProgressFn
 from shimctl.node import fs, identifiers, processes, sockets
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
-from shimctl.node.runtimes import check_executable
-from shimctl.node.spec import (
-    CRI_CONTAINER_TYPE,
-    CRI_SANDBOX_ID,
-    GROUP_ANNOTATION,
-    parse_spec,
-    spec_annotations,
-)
+from shimctl.node.runtimes import recorded_binary_problem
+from shimctl.node.spec import bundle_annotations, marks_sandbox, shim_group
 from shimctl.settings import Settings
+from shimctl.shim.address import first_unix_path, parse_address, unix_address
 from shimctl.shim.bootstrap import Bootstrap
 from shimctl.shim.prober import Prober, Target
-from shimctl.shim.ttrpc import parse_address
 
 # Probe outcomes.
 ANSWERED = "answered"
@@ -76,15 +70,7 @@ class BundleEvidence:
         """Does its config.json mark it a CRI pod sandbox? Read only when a decision needs it
         (bundles sharing a shim), so plain bundles cost no JSON parse."""
         if self._spec_says_sandbox is None:
-            self._spec_says_sandbox = False
-            try:
-                config = fs.read_small(self.path / "config.json", limit=4 * 1024 * 1024)
-                notes = spec_annotations(parse_spec(config, "config.json"))
-                self._spec_says_sandbox = notes.get(CRI_CONTAINER_TYPE) == "sandbox" or (
-                    notes.get(CRI_SANDBOX_ID) == self.id
-                )
-            except (OSError, ShimctlError):
-                pass
+            self._spec_says_sandbox = marks_sandbox(bundle_annotations(self.path), self.id)
         return self._spec_says_sandbox
 
 
@@ -145,7 +131,7 @@ def read_bundle(
 ) -> BundleEvidence:
     """Static evidence from the bundle's files (no sockets, no processes).
     `runtime_problems`: verdicts on shim binaries already checked in this run, by path."""
-    bundle = Bundle.locate(settings, ns, id)
+    bundle = Bundle.locate(settings.task_state, settings.task_root, ns, id)
     ev = BundleEvidence(ns, id, bundle.path, _age(bundle.path, now), entries=None)
     try:
         ev.entries = sorted(os.listdir(bundle.path))
@@ -194,20 +180,9 @@ def read_bundle(
         ev.runtime_error = ev.runtime_error or "no shim-binary-path"
     else:
         if ev.runtime not in runtime_problems:
-            runtime_problems[ev.runtime] = _runtime_problem(ev.runtime)
+            runtime_problems[ev.runtime] = recorded_binary_problem(ev.runtime)
         ev.runtime_error = runtime_problems[ev.runtime]
     return ev
-
-
-def _runtime_problem(path: str) -> str | None:
-    """Why shim-binary-path cannot be run, as the delete verb would find it; None if it can."""
-    if not os.path.isabs(path):
-        return f"shim-binary-path {path!r} is not absolute"
-    try:
-        check_executable(path)
-    except ShimctlError as err:
-        return f"shim-binary-path: {err}"
-    return None
 
 
 def _probe_derived(
@@ -576,14 +551,7 @@ def _attach_processes(
 def shim_address(settings: Settings, shim: processes.ShimProcess) -> str:
     """The socket address a runc-style shim derives for itself: from containerd's address,
     its namespace and its grouping key (its bundle's group annotation, else its id)."""
-    key = shim.id
-    if shim.cwd:
-        try:
-            config = fs.read_small(Path(shim.cwd) / "config.json", limit=4 * 1024 * 1024)
-            notes = spec_annotations(parse_spec(config, "config.json"))
-            key = notes.get(GROUP_ANNOTATION) or notes.get(CRI_SANDBOX_ID) or key
-        except (OSError, ShimctlError):
-            pass
+    key = shim_group(bundle_annotations(shim.cwd), shim.id) if shim.cwd else shim.id
     return sockets.derive_address(settings.address, shim.namespace, key, settings.socket_dir)
 
 
@@ -602,7 +570,7 @@ def _orphan_processes(
             continue
         if not identifiers.is_valid(shim.namespace) or not identifiers.is_valid(shim.id):
             continue
-        bundle = Bundle.locate(settings, shim.namespace, shim.id)
+        bundle = Bundle.locate(settings.task_state, settings.task_root, shim.namespace, shim.id)
         if bundle.exists() or (shim.cwd is not None and os.path.isdir(shim.cwd)):
             continue
         address = sockets.derive_address(
@@ -675,7 +643,7 @@ def _stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float
                     entry.path,
                     "socket refuses connections and no bundle names it",
                     Action.REMOVE,
-                    address=f"unix://{entry.path}",
+                    address=unix_address(entry.path),
                     age_seconds=_age(entry.path, now),
                 )
             )
@@ -698,9 +666,6 @@ def _all_addresses(settings: Settings) -> set[str]:
                     raw = fs.read_small(Path(entry.path) / name)[:4096]
                 except (OSError, ShimctlError):
                     continue
-                text = raw.decode("utf-8", "replace")
-                start = text.find("unix://")
-                if start >= 0:
-                    tail = text[start + len("unix://") :]
-                    paths.add(tail.split('"')[0].strip())
+                if (path := first_unix_path(raw.decode("utf-8", "replace"))) is not None:
+                    paths.add(path)
     return paths

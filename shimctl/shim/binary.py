@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shimctl.errors import DeadlineExceeded, NotFound, Unknown
-from shimctl.settings import Settings
 from shimctl.shim.task import Exit, decode_delete_response
 
 
 @dataclass(frozen=True)
 class ShimBinary:
-    """A resolved shim binary plus the flags every verb passes to it."""
+    """A resolved shim binary plus the flags every verb passes to it; its caller (ops) builds
+    it from containerd's settings, so the protocol itself knows nothing of them."""
 
     path: str
     namespace: str
@@ -24,20 +24,6 @@ class ShimBinary:
     ttrpc_address: str
     debug: bool = False
     sched_core: bool = False
-
-    @classmethod
-    def for_settings(cls, settings: Settings, path: str, namespace: str, id: str) -> ShimBinary:
-        """The shim `path` for task `id`, with the flags containerd's settings give it."""
-        return cls(
-            path=path,
-            namespace=namespace,
-            id=id,
-            address=settings.address,
-            publish_binary=settings.publish_binary,
-            ttrpc_address=settings.ttrpc_address,
-            debug=settings.debug,
-            sched_core=settings.sched_core,
-        )
 
     def argv(self, verb: str, *, bundle: Path | None = None) -> list[str]:
         args = [

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from shimctl import errors
-from shimctl.shim import task, ttrpc
+from shimctl.shim import frames, task, ttrpc
+from shimctl.shim.address import parse_address
 from shimctl.shim.bootstrap import service_name
 
 # The calls of one probe, in the order a caller judges them.
@@ -221,7 +222,7 @@ class Prober:
         """Dial; on success queue the three requests. Ends `p` on a hard failure."""
         now = time.monotonic()
         try:
-            target = ttrpc.parse_address(p.target.address)
+            target = parse_address(p.target.address)
         except errors.ShimctlError as err:
             p.answers = [err] * len(CALLS)
             self._finish(p)
@@ -254,15 +255,15 @@ class Prober:
             task.pids_request(p.target.id),
             task.state_request(p.target.id),
         )
-        frames = []
+        wire = []
         for call, (method, payload) in enumerate(zip(CALLS, requests, strict=True)):
             stream_id = 1 + 2 * call
-            data = ttrpc.encode_request(
+            data = frames.encode_request(
                 service, method, payload, timeout_nano=left_nano, namespace=p.target.namespace
             )
-            frames.append(ttrpc.encode_frame(stream_id, ttrpc.MSG_TYPE_REQUEST, 0, data))
+            wire.append(frames.encode_frame(stream_id, frames.MSG_TYPE_REQUEST, 0, data))
             p.pending[stream_id] = call
-        p.out = b"".join(frames)
+        p.out = b"".join(wire)
         # Small requests: the socket buffer takes them at once, almost always.
         self._sel.register(sock, selectors.EVENT_READ, p)
         self._write(p)
@@ -321,30 +322,30 @@ def _parse(p: _Probe) -> None:
             if p.discard:
                 return
             skipped = p.pending.pop(p.discard_stream)
-            p.answers[skipped] = ttrpc.too_large(p.discard_length)
+            p.answers[skipped] = frames.too_large(p.discard_length)
             continue
-        if len(buf) < ttrpc.HEADER_SIZE:
+        if len(buf) < frames.HEADER_SIZE:
             return
-        header = ttrpc.decode_header(bytes(buf[: ttrpc.HEADER_SIZE]))
-        ttrpc.check_response_header(header, p.pending)
+        header = frames.decode_header(bytes(buf[: frames.HEADER_SIZE]))
+        frames.check_response_header(header, p.pending)
         call = p.pending[header.stream_id]
-        if header.length > ttrpc.MAX_MESSAGE:
+        if header.length > frames.MAX_MESSAGE:
             # Read and thrown away as it comes; memory stays bounded.
-            del buf[: ttrpc.HEADER_SIZE]
+            del buf[: frames.HEADER_SIZE]
             p.discard, p.discard_stream, p.discard_length = (
                 header.length,
                 header.stream_id,
                 header.length,
             )
             continue
-        end = ttrpc.HEADER_SIZE + header.length
+        end = frames.HEADER_SIZE + header.length
         if len(buf) < end:
             return
-        data = bytes(buf[ttrpc.HEADER_SIZE : end])
+        data = bytes(buf[frames.HEADER_SIZE : end])
         del buf[:end]
         answer: Answer
         try:
-            answer = ttrpc.parse_response(data)
+            answer = frames.parse_response(data)
         except errors.ProtocolError:
             raise  # still pending: it fails with the connection
         except errors.ShimctlError as err:

@@ -5,8 +5,9 @@ Wire format (spec/ttrpc.md): every message is a 10-byte big-endian header
 a `ttrpc.Request` envelope as a type-1 frame on odd, increasing stream ids and reads back a
 type-2 frame carrying a `ttrpc.Response` envelope.
 
-The frame codec and the response reader are plain functions so they can be fuzzed without
-a socket. Every failure surfaces as a `shimctl.errors` class:
+The frame codec and the response reader are plain functions in shim/frames.py (fuzzed
+without a socket); addresses are read by shim/address.py. Every failure surfaces as a
+`shimctl.errors` class:
 
 - the connection ends (EOF, ECONNRESET, EPIPE)      -> ShimClosed
 - the call's own deadline passes                    -> DeadlineExceeded
@@ -22,197 +23,23 @@ from __future__ import annotations
 
 import errno
 import math
-import os
 import socket
-import struct
 import threading
 import time
-from collections.abc import Callable, Collection
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import Self
 
 from shimctl import errors
-from shimctl.shim.proto import ttrpc_pb2
-
-MAX_MESSAGE = 4 * 1024 * 1024
-"""Largest frame data length either side accepts (4 MiB)."""
-
-HEADER_SIZE = 10
-MSG_TYPE_REQUEST = 0x01
-MSG_TYPE_RESPONSE = 0x02
-
-NAMESPACE_KEY = "containerd-namespace-ttrpc"
-UNIX_PREFIX = "unix://"
-MAX_SOCKET_PATH = 107
-"""Longest unix socket name we accept in bytes (sun_path is 108 bytes incl. the NUL)."""
-
-CODE_RESOURCE_EXHAUSTED = 8
-
-_HEADER = struct.Struct(">IIBB")
-_MAX_STREAM_ID = 0xFFFFFFFF
-_READ_CHUNK = 64 * 1024
-
-
-class FrameHeader(NamedTuple):
-    length: int
-    stream_id: int
-    msg_type: int
-    flags: int
-
-
-# -- frame codec ---------------------------------------------------------------------------
-
-
-def too_large(length: int) -> errors.ShimctlError:
-    """The error ttrpc gives for a message over MAX_MESSAGE (code 8, RESOURCE_EXHAUSTED)."""
-    return errors.from_grpc_code(
-        CODE_RESOURCE_EXHAUSTED,
-        f"message length {length} exceed maximum message size of {MAX_MESSAGE}",
-    )
-
-
-def encode_frame(stream_id: int, msg_type: int, flags: int, data: bytes) -> bytes:
-    """Header + data. Raises InvalidArgument for out-of-range header fields and the
-    RESOURCE_EXHAUSTED error for data longer than MAX_MESSAGE."""
-    if not 0 <= stream_id <= _MAX_STREAM_ID:
-        raise errors.InvalidArgument(f"ttrpc stream id out of range: {stream_id}")
-    if not 0 <= msg_type <= 0xFF:
-        raise errors.InvalidArgument(f"ttrpc message type out of range: {msg_type}")
-    if not 0 <= flags <= 0xFF:
-        raise errors.InvalidArgument(f"ttrpc flags out of range: {flags}")
-    if len(data) > MAX_MESSAGE:
-        raise too_large(len(data))
-    return _HEADER.pack(len(data), stream_id, msg_type, flags) + bytes(data)
-
-
-def decode_header(b: bytes) -> FrameHeader:
-    """Decode the first HEADER_SIZE bytes of `b`. Does not judge the length field."""
-    if len(b) < HEADER_SIZE:
-        raise errors.ProtocolError(f"short ttrpc header: {len(b)} of {HEADER_SIZE} bytes")
-    length, stream_id, msg_type, flags = _HEADER.unpack_from(b)
-    return FrameHeader(length, stream_id, msg_type, flags)
-
-
-def encode_request(
-    service: str,
-    method: str,
-    payload: bytes,
-    *,
-    timeout_nano: int = 0,
-    namespace: str = "",
-) -> bytes:
-    """The ttrpc.Request envelope (frame data of a type-1 frame)."""
-    req = ttrpc_pb2.Request(
-        service=service, method=method, payload=payload, timeout_nano=timeout_nano
-    )
-    if namespace:
-        req.metadata.add(key=NAMESPACE_KEY, value=namespace)
-    return req.SerializeToString()
-
-
-def parse_response(data: bytes) -> bytes:
-    """Decode a ttrpc.Response envelope: its payload, or the error its status names."""
-    resp = ttrpc_pb2.Response()
-    try:
-        resp.ParseFromString(data)
-    except Exception as err:  # DecodeError, and anything odd the runtime raises
-        raise errors.ProtocolError(f"undecodable ttrpc response: {err}") from None
-    if resp.HasField("status") and resp.status.code != 0:
-        raise errors.from_grpc_code(resp.status.code, resp.status.message)
-    return resp.payload
-
-
-Recv = Callable[[int], bytes]
-"""recv(n): up to n (>= 1) bytes, b"" at end of stream."""
-
-
-def _read_exact(recv: Recv, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = recv(min(n - len(buf), _READ_CHUNK))
-        if not chunk:
-            got = f" after {len(buf)} of {n} bytes" if buf else ""
-            raise errors.ShimClosed(f"ttrpc: closed (connection ended{got})")
-        buf += chunk
-    return bytes(buf)
-
-
-def _discard(recv: Recv, n: int) -> None:
-    while n > 0:
-        chunk = recv(min(n, _READ_CHUNK))
-        if not chunk:
-            raise errors.ShimClosed("ttrpc: closed (connection ended in an oversized frame)")
-        n -= len(chunk)
-
-
-def read_frame(recv: Recv) -> tuple[FrameHeader, bytes | None]:
-    """Read one frame. For a frame longer than MAX_MESSAGE the data is read and thrown
-    away, and None is returned in its place (memory stays bounded)."""
-    header = decode_header(_read_exact(recv, HEADER_SIZE))
-    if header.length > MAX_MESSAGE:
-        _discard(recv, header.length)
-        return header, None
-    return header, _read_exact(recv, header.length)
-
-
-def check_response_header(header: FrameHeader, expected: Collection[int]) -> None:
-    """A client's next frame must be a Response on a stream it is waiting for."""
-    if header.msg_type != MSG_TYPE_RESPONSE:
-        raise errors.ProtocolError(
-            f"ttrpc: unexpected message type {header.msg_type} on stream {header.stream_id}"
-        )
-    if header.stream_id not in expected:
-        waiting = ", ".join(str(i) for i in sorted(expected))
-        raise errors.ProtocolError(
-            f"ttrpc: response for stream {header.stream_id}, expected {waiting}"
-        )
-
-
-def read_response(recv: Recv, stream_id: int) -> bytes:
-    """Read the Response frame for `stream_id` and return its payload (or raise)."""
-    header = decode_header(_read_exact(recv, HEADER_SIZE))
-    check_response_header(header, (stream_id,))
-    if header.length > MAX_MESSAGE:
-        _discard(recv, header.length)
-        raise too_large(header.length)
-    return parse_response(_read_exact(recv, header.length))
-
-
-# -- addresses -----------------------------------------------------------------------------
-
-
-def _show(address: str) -> str:
-    text = repr(address)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def parse_address(address: str) -> str | bytes:
-    """Socket address to connect to: `unix:///p` -> "/p" (a file system socket);
-    anything else -> b"\\0" + address (an abstract socket, the old shim form)."""
-    if not isinstance(address, str):
-        raise errors.InvalidArgument(f"shim address must be a string, not {type(address)!r}")
-    if not address.strip():
-        raise errors.InvalidArgument(f"empty shim address {_show(address)}")
-    if "\0" in address:
-        raise errors.InvalidArgument(f"shim address contains NUL: {_show(address)}")
-    if address.startswith(UNIX_PREFIX):
-        path = address[len(UNIX_PREFIX) :]
-        if not path.startswith("/"):
-            raise errors.InvalidArgument(
-                f"shim address {_show(address)} is not unix:// + an absolute path"
-            )
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise errors.InvalidArgument(
-                f"shim socket path too long (over {MAX_SOCKET_PATH} bytes): {_show(address)}"
-            )
-        return path
-    name = b"\0" + os.fsencode(address)
-    if len(name) > MAX_SOCKET_PATH + 1:
-        raise errors.InvalidArgument(
-            f"abstract shim address too long (over {MAX_SOCKET_PATH} bytes): {_show(address)}"
-        )
-    return name
-
+from shimctl.shim.address import parse_address
+from shimctl.shim.frames import (
+    MAX_MESSAGE,
+    MAX_STREAM_ID,
+    MSG_TYPE_REQUEST,
+    encode_frame,
+    encode_request,
+    read_response,
+    too_large,
+)
 
 # -- errors a client raises (shared with the pipelining prober, shim/prober.py) ------------
 
@@ -377,7 +204,7 @@ class TtrpcClient:
         if len(data) > MAX_MESSAGE:
             raise too_large(len(data))  # nothing was sent: the client stays usable
         stream_id = self._next_id
-        if stream_id > _MAX_STREAM_ID:
+        if stream_id > MAX_STREAM_ID:
             self._break("stream ids exhausted")
             raise errors.ShimClosed(f"{what}: ttrpc: stream ids exhausted, reconnect")
         self._next_id += 2

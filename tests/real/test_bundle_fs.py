@@ -21,6 +21,7 @@ import pytest
 from shimctl.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unsafe
 from shimctl.node import fs
 from shimctl.node.bundle import Bundle
+from shimctl.node.mounts import mount_points_under, unmount_all
 from shimctl.node.spec import default_spec, encode_spec, remapped_gid
 from shimctl.settings import Settings
 from tests.support.helpers import Node
@@ -105,7 +106,7 @@ def _mounts_below(top: Path) -> list[str]:
 
 
 def _create(settings: Settings, id: str = "c1", spec: bytes = SPEC) -> Bundle:
-    return Bundle.create(settings, NS, id, spec, None)
+    return Bundle.create(settings.task_state, settings.task_root, NS, id, spec, None)
 
 
 # -- Bundle.create ------------------------------------------------------------------------------
@@ -191,7 +192,9 @@ def test_create_with_remapped_gid(settings: Settings, umask077: None) -> None:
     ]
     gid = remapped_gid(spec)
     assert gid == 100000
-    b = Bundle.create(settings, NS, "c1", json.dumps(spec).encode(), gid)
+    b = Bundle.create(
+        settings.task_state, settings.task_root, NS, "c1", json.dumps(spec).encode(), gid
+    )
     st = os.lstat(b.path)
     assert st.st_gid == 100000
     assert st.st_uid == os.getuid()
@@ -349,7 +352,7 @@ def test_delete_refuses_a_symlinked_bundle(settings: Settings, node: Node, preci
     (node.task_state / NS).mkdir(parents=True)
     os.symlink(precious, node.bundle("c1"))
     with pytest.raises(Unsafe, match="is not a directory"):
-        Bundle.locate(settings, NS, "c1").delete()
+        Bundle.locate(settings.task_state, settings.task_root, NS, "c1").delete()
     assert os.path.islink(node.bundle("c1"))
     assert _intact(precious)
 
@@ -375,11 +378,11 @@ def test_delete_unmounts_rootfs_and_spares_the_mount_source(
     mounts(precious, rootfs)
     mounts(precious, rootfs)  # stacked: UnmountAll peels every layer
     assert (rootfs / "keep.txt").exists()
-    assert fs.mount_points_under(b.path) == [str(rootfs), str(rootfs)]
+    assert mount_points_under(b.path) == [str(rootfs), str(rootfs)]
     b.delete()
     assert not os.path.lexists(b.path)
     assert not os.path.lexists(b.work)
-    assert fs.mount_points_under(node.base) == []
+    assert mount_points_under(node.base) == []
     assert _intact(precious)
 
 
@@ -417,7 +420,7 @@ def test_delete_without_bundle_removes_the_work_dir(settings: Settings, node: No
         (b.path / name).unlink()
     (b.path / "rootfs").rmdir()
     b.path.rmdir()
-    Bundle.locate(settings, NS, "c1").delete()
+    Bundle.locate(settings.task_state, settings.task_root, NS, "c1").delete()
     assert not os.path.lexists(b.work)
 
 
@@ -512,9 +515,9 @@ def test_mount_points_under_decodes_escapes(
     odd = tmp_path / "with space\tand tab é"
     odd.mkdir()
     mounts(precious, odd)
-    assert fs.mount_points_under(tmp_path) == [str(odd)]
-    assert fs.mount_points_under(odd) == [str(odd)]
-    assert fs.mount_points_under(tmp_path / "with space") == []
+    assert mount_points_under(tmp_path) == [str(odd)]
+    assert mount_points_under(odd) == [str(odd)]
+    assert mount_points_under(tmp_path / "with space") == []
 
 
 def test_atomic_delete(top: Path) -> None:
@@ -544,16 +547,16 @@ def test_atomic_delete_refuses_symlinks(top: Path, precious: Path) -> None:
 def test_unmount_all(tmp_path: Path, precious: Path, mounts: Callable[[Path, Path], None]) -> None:
     target = tmp_path / "target"
     target.mkdir()
-    fs.unmount_all(tmp_path / "missing")
-    fs.unmount_all(target)  # not a mount point: fine
+    unmount_all(tmp_path / "missing")
+    unmount_all(target)  # not a mount point: fine
     mounts(precious, target)
     link = tmp_path / "link"
     os.symlink(target, link)
     with pytest.raises(Unsafe, match="is a symlink"):
-        fs.unmount_all(link)
-    assert fs.mount_points_under(target) == [str(target)]
-    fs.unmount_all(target)
-    assert fs.mount_points_under(tmp_path) == []
+        unmount_all(link)
+    assert mount_points_under(target) == [str(target)]
+    unmount_all(target)
+    assert mount_points_under(tmp_path) == []
     assert os.listdir(target) == []
     assert _intact(precious)
 

@@ -569,7 +569,7 @@ def safety_net(node: Node) -> SafetyNetReport:
 def unmount_under(base: Path) -> list[str]:
     """Unmount (lazily, deepest first) every mount point under ``base``: a bundle's rootfs
     stays mounted when its shim was killed before the task was deleted."""
-    from shimctl.node.fs import mount_points_under
+    from shimctl.node.mounts import mount_points_under
 
     points = sorted(mount_points_under(base), key=len, reverse=True)
     for point in points:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from shimctl.node.fs import unmount_all
+from shimctl.node.mounts import unmount_all
 from shimctl.node.spec import default_spec
 from shimctl.shim.task import Mount, TaskClient, runc_options_any
 from tests.support.helpers import (

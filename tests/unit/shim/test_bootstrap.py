@@ -9,7 +9,7 @@ import pytest
 
 from shimctl.errors import InvalidArgument, NotImplementedByShim
 from shimctl.node.bundle import Bundle
-from shimctl.settings import Settings
+from shimctl.settings import TASK_PLUGIN_DIR
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 from tests.support.helpers import Node, run_cli
 
@@ -105,8 +105,8 @@ def test_json_array_is_invalid() -> None:
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Bundle:
-    settings = Settings(root=tmp_path / "root", state=tmp_path / "state")
-    b = Bundle.locate(settings, "default", "c1")
+    task_state = tmp_path / "state" / TASK_PLUGIN_DIR
+    b = Bundle.locate(task_state, tmp_path / "root" / TASK_PLUGIN_DIR, "default", "c1")
     b.path.mkdir(parents=True)
     return b
 

@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shimctl import errors
+from shimctl.shim.address import MAX_SOCKET_PATH, parse_address
 from shimctl.shim.bootstrap import parse_bootstrap
 from shimctl.shim.proto import task_pb2, ttrpc_pb2
 from shimctl.shim.task import TaskClient, decode_delete_response
-from shimctl.shim.ttrpc import MAX_SOCKET_PATH, TtrpcClient, parse_address
+from shimctl.shim.ttrpc import TtrpcClient
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 

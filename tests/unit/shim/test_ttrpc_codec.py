@@ -16,6 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shimctl import errors
+from shimctl.shim.address import parse_address
+from shimctl.shim.frames import (
+    MAX_MESSAGE,
+    FrameHeader,
+    decode_header,
+    encode_frame,
+    encode_request,
+    parse_response,
+    read_frame,
+    read_response,
+)
 from shimctl.shim.proto import task_pb2, ttrpc_pb2
 from shimctl.shim.task import (
     decode_delete_response,
@@ -24,18 +35,7 @@ from shimctl.shim.task import (
     timestamp_to_datetime,
     validate_any,
 )
-from shimctl.shim.ttrpc import (
-    MAX_MESSAGE,
-    FrameHeader,
-    TtrpcClient,
-    decode_header,
-    encode_frame,
-    encode_request,
-    parse_address,
-    parse_response,
-    read_frame,
-    read_response,
-)
+from shimctl.shim.ttrpc import TtrpcClient
 
 # spec/ttrpc.md §3: Connect{id:"c1"}, 5 s deadline, namespace "default" (verified bytes).
 CONNECT_FRAME = bytes.fromhex(

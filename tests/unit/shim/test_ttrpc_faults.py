@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from shimctl import errors
+from shimctl.shim.frames import NAMESPACE_KEY
 from shimctl.shim.task import TaskClient
-from shimctl.shim.ttrpc import NAMESPACE_KEY, TtrpcClient
+from shimctl.shim.ttrpc import TtrpcClient
 from tests.support.fakeshim import FakeShim
 
 SERVICE = "containerd.task.v2.Task"
