@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import socket
 import stat
 import time
@@ -12,7 +11,7 @@ from enum import Enum
 from pathlib import Path
 
 from shimctl.node.fs import is_within
-from shimctl.node.gopath import go_join
+from shimctl.node.gopath import go_clean, go_join
 from shimctl.shim.address import unix_address, unix_path
 
 
@@ -40,11 +39,12 @@ def socket_path(address: str) -> Path | None:
 
 
 def socket_file(address: str) -> str | None:
-    """socket_path as a normalised string (cheap, for keys and system calls)."""
+    """socket_path as a normalised string (cheap, for keys and system calls). Normalised as
+    Go's Clean does: Linux reads `//run` as `/run`, so both must name one file here."""
     path = unix_path(address)
     if path is None or not path.startswith("/") or "\0" in path:
         return None
-    return posixpath.normpath(path)
+    return go_clean(path)
 
 
 def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:

@@ -14,6 +14,8 @@ from shimctl import settings as settings_mod
 from shimctl.errors import InvalidArgument
 from shimctl.settings import (
     DEFAULT_ADDRESS,
+    DEFAULT_ROOT,
+    DEFAULT_STATE,
     Timeouts,
     build_settings,
     parse_duration,
@@ -243,6 +245,64 @@ def test_explicit_values_over_config(tmp_path: Path) -> None:
     assert s.timeouts == Timeouts(load=7.5, cleanup=7.5, shutdown=5.0, start=30.0)
 
 
+@pytest.mark.parametrize(
+    ("field", "config_text", "flag", "from_config", "from_flag", "default"),
+    [
+        (
+            "root",
+            'root = "/cfg/r"\n',
+            "/flag/r",
+            Path("/cfg/r"),
+            Path("/flag/r"),
+            Path(DEFAULT_ROOT),
+        ),
+        (
+            "state",
+            'state = "/cfg/s"\n',
+            "/flag/s",
+            Path("/cfg/s"),
+            Path("/flag/s"),
+            Path(DEFAULT_STATE),
+        ),
+        (
+            "address",
+            '[grpc]\naddress = "unix:///cfg/a.sock"\n',
+            "unix:///flag/a.sock",
+            "/cfg/a.sock",
+            "/flag/a.sock",
+            DEFAULT_ADDRESS,
+        ),
+        (
+            "ttrpc_address",
+            '[ttrpc]\naddress = "/cfg/t.sock"\n',
+            "/flag/t.sock",
+            "/cfg/t.sock",
+            "/flag/t.sock",
+            DEFAULT_ADDRESS + ".ttrpc",
+        ),
+    ],
+)
+def test_precedence_per_field(
+    tmp_path: Path,
+    field: str,
+    config_text: str,
+    flag: str,
+    from_config: object,
+    from_flag: object,
+    default: object,
+) -> None:
+    """Each value on its own: an explicit one (flag or env, resolved by click) beats the
+    config file, which beats the default; an empty explicit value counts as unset."""
+    cfg = _cfg(tmp_path, config_text)
+    missing = tmp_path / "missing.toml"
+    assert getattr(build_settings(config=missing, publish_binary="/x"), field) == default
+    assert getattr(build_settings(config=cfg, publish_binary="/x"), field) == from_config
+    explicit = build_settings(config=cfg, publish_binary="/x", **{field: flag})
+    assert getattr(explicit, field) == from_flag
+    empty = build_settings(config=cfg, publish_binary="/x", **{field: ""})
+    assert getattr(empty, field) == from_config
+
+
 def test_ttrpc_defaults_to_the_final_address(tmp_path: Path) -> None:
     only_grpc = _cfg(tmp_path, '[grpc]\naddress = "unix:///cfg/g.sock"\n')
     s = build_settings(config=only_grpc, publish_binary="/x")
@@ -396,6 +456,31 @@ def test_cli_precedence_flag_over_env_over_config(tmp_path: Path, node: Node) ->
     assert seen["ttrpc"] == "/cfg/ttrpc.sock"
     assert not (other.root / "env-root").exists()
     assert not os.listdir(other.state)
+
+
+def test_cli_address_precedence_flag_over_env_over_config(tmp_path: Path, node: Node) -> None:
+    """The address the shim is told (and hashes into its socket name) follows the same order."""
+    shim, record = _fake_shim(tmp_path)
+    cfg = _cfg(tmp_path, '[grpc]\naddress = "unix:///cfg/grpc.sock"\n')
+    env = _clean_env(node)
+    env.update(SHIMCTL_CONFIG=str(cfg), SHIMCTL_ADDRESS="unix:///env/grpc.sock")
+    base = ["--root", str(node.root), "--state", str(node.state)]
+    start = ["start", "a1", "--runtime", str(shim)]
+
+    assert _shimctl([*base, *start], env).returncode == 1
+    seen = _record(record)
+    assert "-address /env/grpc.sock " in seen["argv"]
+    assert seen["ttrpc"] == "/env/grpc.sock.ttrpc"
+
+    res = _shimctl([*base, "--address", "/flag/grpc.sock", *start], env)
+    assert res.returncode == 1, res.stderr
+    seen = _record(record)
+    assert "-address /flag/grpc.sock " in seen["argv"]
+    assert seen["ttrpc"] == "/flag/grpc.sock.ttrpc"
+
+    del env["SHIMCTL_ADDRESS"]
+    assert _shimctl([*base, *start], env).returncode == 1
+    assert "-address /cfg/grpc.sock " in _record(record)["argv"]
 
 
 def test_cli_bad_config_exit_code(tmp_path: Path, node: Node) -> None:

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from shimctl.errors import InvalidArgument, NotFound
-from shimctl.node.runtimes import binary_name, check_executable, resolve_runtime_path
+from shimctl.node.runtimes import (
+    binary_name,
+    check_executable,
+    recorded_binary_problem,
+    resolve_runtime_path,
+)
 
 SHIM = "containerd-shim-runc-v2"
 RUNTIME = "io.containerd.runc.v2"
@@ -200,3 +205,33 @@ def test_check_executable(tmp_path: Path) -> None:
     assert info.value.hint == f"chmod +x {plain}"
     with pytest.raises(NotFound, match="No such file or directory"):
         check_executable(str(tmp_path / "missing"))
+
+
+# -- a bundle's recorded shim binary ---------------------------------------------------------
+
+
+def test_recorded_binary_problem(tmp_path: Path) -> None:
+    """The one check both `delete`'s verb and gc's evidence use: absolute, a regular file,
+    executable; the message names the bundle file it came from."""
+    good = _exe(tmp_path / "shim")
+    assert recorded_binary_problem(str(good)) is None
+    assert recorded_binary_problem("bin/shim") == "shim-binary-path 'bin/shim' is not absolute"
+    missing = recorded_binary_problem(str(tmp_path / "missing"))
+    assert (
+        missing
+        == f"shim-binary-path: shim binary {tmp_path / 'missing'}: No such file or directory"
+    )
+    assert (
+        recorded_binary_problem(str(tmp_path))
+        == f"shim-binary-path: shim binary {tmp_path} is a directory"
+    )
+    plain = _exe(tmp_path / "plain", mode=0o644)
+    assert (
+        recorded_binary_problem(str(plain))
+        == f"shim-binary-path: shim binary {plain} is not executable"
+    )
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert recorded_binary_problem(str(fifo)) == (
+        f"shim-binary-path: shim binary {fifo} is not a regular file"
+    )
