@@ -87,7 +87,7 @@ def shutdown(
 
 
 def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exit | None:
-    """The runtime's `delete` verb for a shim that is gone. Its failure is only noted: the
+    """The shim binary's `delete` verb for a shim that is gone. Its failure is only noted: the
     runc shim's verb fails for a task that was never created (no `runtime` file), and the
     caller has verified the shim is gone, so the bundle still goes."""
     bundle.check_safe()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import posixpath
 import signal
 import stat
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 
+from shimctl.node import sockets
+from shimctl.settings import SHIM_SOCKET_DIR
 from shimctl.shim.task import TaskClient
 from tests.support.helpers import Node, pid_alive, run_cli, shim_socket_path, wait_gone
-from tests.support.tasks import create_task, spec_file, start_shim, stop_task
+from tests.support.tasks import Started, client, create_task, spec_file, start_shim, stop_task
 
 pytestmark = pytest.mark.real
 
@@ -283,3 +289,76 @@ def test_options_reach_the_shim(node: Node) -> None:
     assert (node.runc_root / "default" / "o1").exists()
     stop_task(node, "o1")
     assert run_cli(node, "delete", "o1").returncode == 0
+
+
+def test_derived_address_equals_the_real_shims_for_a_double_slash_address(
+    node: Node, started: Started
+) -> None:
+    """containerd's address `//x` (POSIX keeps the `//`, Go's Clean does not): the socket the
+    real shim names for itself is the one shimctl derives when a bundle has no address."""
+    address = "/" + node.address
+    assert address.startswith("//")
+    proc = run_cli(node, "--address", address, "start", "dbl", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["result"]
+    started.process(result["shim_pid"])
+    argv = psutil.Process(result["shim_pid"]).cmdline()
+    assert argv[argv.index("-address") + 1] == address
+
+    derived = sockets.derive_address(address, "default", "dbl", SHIM_SOCKET_DIR)
+    assert result["address"] == derived
+    posix = hashlib.sha256(posixpath.normpath(f"{address}/default/dbl").encode()).hexdigest()
+    assert derived != f"unix://{SHIM_SOCKET_DIR}/{posix}"  # the case tells the two apart
+    assert stat.S_ISSOCK(os.lstat(derived.removeprefix("unix://")).st_mode)
+
+    deleted = run_cli(node, "--address", address, "delete", "dbl")
+    assert deleted.returncode == 0, deleted.stderr
+    assert wait_gone(result["shim_pid"], None, timeout=10)
+
+
+def _remove_cgroups(namespace: str) -> None:
+    """runc removes a task's own cgroup; the namespace level above it is left, as by ctr."""
+    for ns_dir in Path("/sys/fs/cgroup").glob(f"*/{namespace}"):
+        for task_dir in [d for d in ns_dir.iterdir() if d.is_dir()]:
+            with contextlib.suppress(OSError):
+                task_dir.rmdir()
+        with contextlib.suppress(OSError):
+            ns_dir.rmdir()
+
+
+def test_default_spec_gives_same_id_tasks_in_two_namespaces_their_own_cgroups(
+    node: Node, started: Started
+) -> None:
+    """Two tasks `c1` in two namespaces, both from start's default spec: each cgroup is
+    /<namespace>/<id>, and each task's pids are its own (with one shared `/c1` cgroup the
+    other namespace's process was listed, and a Kill(all) would signal it)."""
+    tag = uuid.uuid4().hex[:8]
+    namespaces = [f"cga-{tag}", f"cgb-{tag}"]
+    pids: dict[str, int] = {}
+    try:
+        for ns in namespaces:
+            started.process(start_shim(node, "c1", namespace=ns)["shim_pid"])
+            config = node.bundle("c1", ns) / "config.json"
+            spec = json.loads(config.read_bytes())
+            assert spec["linux"]["cgroupsPath"] == f"/{ns}/c1"
+            # Only the process changes: the default /bin/sh would exit at once (no stdin).
+            spec["process"]["args"] = ["/bin/sleep", "600"]
+            config.write_text(json.dumps(spec))
+            started.container("c1", ns)
+            pids[ns] = started.process(create_task(node, "c1", namespace=ns))
+        for ns in namespaces:
+            with client(node, "c1", ns) as task:
+                assert task.pids("c1") == [pids[ns]]
+            lines = Path(f"/proc/{pids[ns]}/cgroup").read_text().splitlines()
+            assert any(line.endswith(f":/{ns}/c1") for line in lines), lines
+        for ns in namespaces:
+            assert stop_task(node, "c1", ns) == 137
+            deleted = run_cli(node, "-n", ns, "delete", "c1")
+            assert deleted.returncode == 0, deleted.stderr
+            assert not node.bundle("c1", ns).exists()
+    finally:
+        started.stop_all()
+        for ns in namespaces:
+            _remove_cgroups(ns)
+    for ns in namespaces:
+        assert list(Path("/sys/fs/cgroup").glob(f"*/{ns}")) == []
