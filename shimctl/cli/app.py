@@ -32,7 +32,7 @@ if "_SHIMCTL_COMPLETE" in os.environ:  # a shell asking for completions: only th
     register_fish()
 
 
-class State:
+class GlobalOptions:
     """Global options as given; Settings are built lazily, when a command runs."""
 
     def __init__(self) -> None:
@@ -64,7 +64,7 @@ class State:
 def json_option(f: F) -> F:
     def mark(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
         if value:
-            ctx.ensure_object(State).json_output = True
+            ctx.ensure_object(GlobalOptions).json_output = True
         return value
 
     return click.option(
@@ -80,7 +80,7 @@ def json_option(f: F) -> F:
 def timeout_option(f: F) -> F:
     def store(ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
         if value is not None:
-            ctx.ensure_object(State).options["timeout"] = value
+            ctx.ensure_object(GlobalOptions).options["timeout"] = value
         return value
 
     return click.option(
@@ -96,7 +96,7 @@ def timeout_option(f: F) -> F:
 
 def run(ctx: click.Context, action: Callable[[Any], None], *, quiet: bool = False) -> None:
     """Run `action(state)`; map shimctl errors to stderr and their exit codes."""
-    state: State = ctx.ensure_object(State)
+    state: GlobalOptions = ctx.ensure_object(GlobalOptions)
     try:
         action(state)
     except ShimctlError as err:
@@ -162,7 +162,7 @@ def run(ctx: click.Context, action: Callable[[Any], None], *, quiet: bool = Fals
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
     """Manage containerd runtime-v2 shims on containerd's root and state directories."""
-    ctx.ensure_object(State).options.update(options)
+    ctx.ensure_object(GlobalOptions).options.update(options)
 
 
 @main.command(context_settings=CONTEXT)
@@ -197,7 +197,7 @@ def start(
 ) -> None:
     """Create the bundle for ID and start its shim, as containerd's manager does."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops.start import read_file_arg
         from shimctl.ops.start import start as start_task
 
@@ -242,7 +242,7 @@ def start(
 def delete(ctx: click.Context, task_id: str, force: bool) -> None:
     """Delete task ID: its task, its shim and its bundle."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops.delete import delete as delete_task
 
         result = delete_task(state.settings(), task_id, force=force)
@@ -264,7 +264,9 @@ def delete(ctx: click.Context, task_id: str, force: bool) -> None:
     run(ctx, action)
 
 
-def _report_exit(ctx: click.Context, state: State, rep: Any, *, quiet: bool = False) -> None:
+def _report_exit(
+    ctx: click.Context, state: GlobalOptions, rep: Any, *, quiet: bool = False
+) -> None:
     from shimctl.output.console import report
 
     report(state.renderer(quiet=quiet), rep)
@@ -279,7 +281,7 @@ def _report_exit(ctx: click.Context, state: State, rep: Any, *, quiet: bool = Fa
 def list_(ctx: click.Context) -> None:
     """Show every bundle, shim and leftover with its kind. Changes nothing."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.reconcile.run import Reconciler
 
         _report_exit(ctx, state, Reconciler(state.settings()).list())
@@ -296,7 +298,7 @@ def list_(ctx: click.Context) -> None:
 def load(ctx: click.Context, dry_run: bool, force: bool) -> None:
     """containerd's startup reconciliation, on demand (for a stopped containerd)."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.output.console import ProgressBar
         from shimctl.reconcile.run import Reconciler
 
@@ -341,7 +343,7 @@ def gc(
 ) -> None:
     """Remove leaked, dead and orphaned shims and their leftovers; safe from cron."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops import metrics
         from shimctl.output.console import ProgressBar
         from shimctl.reconcile.run import Reconciler
@@ -384,7 +386,7 @@ def logs(ctx: click.Context, task_id: str, follow: bool, idle: str) -> None:
     Only what the shim writes while this runs is seen (start shims with --debug for more).
     """
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops import logs as shim_logs
         from shimctl.output.console import stream
         from shimctl.settings import parse_duration
@@ -413,7 +415,7 @@ def publish(ctx: click.Context, topic: str, event_namespace: str) -> None:
     The verb shims run as `<publish-binary> --address A publish --topic T --namespace NS`.
     """
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops import journal
 
         data = click.get_binary_stream("stdin").read(journal.MAX_EVENT_BYTES + 1)
@@ -431,7 +433,7 @@ def publish(ctx: click.Context, topic: str, event_namespace: str) -> None:
 def events(ctx: click.Context, topic: str | None) -> None:
     """Print the events journal that `shimctl publish` keeps (all namespaces unless -n)."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops import journal
         from shimctl.output import console
 
@@ -446,7 +448,7 @@ def events(ctx: click.Context, topic: str | None) -> None:
 def version(ctx: click.Context) -> None:
     """shimctl's version, Python's, and the containerd and shim versions found here."""
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops import version as versions
         from shimctl.output import console
 
@@ -465,7 +467,7 @@ def doctor(ctx: click.Context) -> None:
     Exits 5 when a check fails (warnings do not count).
     """
 
-    def action(state: State) -> None:
+    def action(state: GlobalOptions) -> None:
         from shimctl.ops import doctor as checks
         from shimctl.output import console
 
