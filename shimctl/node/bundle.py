@@ -50,7 +50,8 @@ class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass
     def locate(cls, task_state: Path, task_root: Path, namespace: str, id: str) -> Bundle:
         """Where task `id` of `namespace` lives under the task plugin's STATE and ROOT dirs
         (`<state>/io.containerd.runtime.v2.task`, `<root>/...`): plain paths, as containerd's
-        NewBundle(ctx, root, state, id, spec) takes them (core/runtime/v2/bundle.go)."""
+        NewBundle(ctx, root, state, id, spec) takes them (containerd 301026e5,
+        core/runtime/v2/bundle.go)."""
         return cls(
             namespace=namespace,
             id=id,

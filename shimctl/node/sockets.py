@@ -24,7 +24,7 @@ class SocketState(Enum):
 
 def derive_address(containerd_address: str, namespace: str, key: str, socket_dir: Path) -> str:
     """The address a runc-style shim derives: sha256 of Go's filepath.Join(address, ns, key)
-    (SocketAddress in containerd's pkg/shim/util_unix.go), a file in `socket_dir`."""
+    (CreateSocketAddress, containerd 301026e5 pkg/shim/util_unix.go), in `socket_dir`."""
     joined = go_join(containerd_address, namespace, key)
     import hashlib  # only orphan and 2.x-crash handling need it; keep start's imports small
 

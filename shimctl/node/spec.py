@@ -29,7 +29,7 @@ def default_spec(
     """A small spec the runc shim and runc accept: rootfs at `rootfs`, no terminal.
 
     Given the task's namespace and id, its cgroup is `/<namespace>/<id>`, as ctr's default
-    spec has it (CgroupsPath: filepath.Join("/", ns, id) in containerd's pkg/oci/spec.go):
+    spec has it (CgroupsPath: path.Join("/", ns, id), containerd 301026e5 pkg/oci/spec.go):
     without the namespace, two tasks with one id in two namespaces would share a cgroup, and
     each would count the other's processes as its own."""
     spec: dict[str, Any] = {

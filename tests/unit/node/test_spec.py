@@ -40,7 +40,7 @@ def _bundle(tmp_path: Path, doc: object) -> Path:
     ],
 )
 def test_default_spec_cgroup_is_namespaced(namespace: str, id: str, cgroup: str) -> None:
-    """As ctr's default spec: filepath.Join("/", ns, id) (containerd pkg/oci/spec.go)."""
+    """As ctr's default spec: path.Join("/", ns, id) (containerd 301026e5 pkg/oci/spec.go)."""
     assert default_spec(namespace=namespace, id=id)["linux"]["cgroupsPath"] == cgroup
 
 
