@@ -38,7 +38,7 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 MAGIC = 0xED0CDAED
 VERSION = 2
@@ -135,24 +135,16 @@ class _Budget:
             raise BoltError("too-large", f"visited more than {self.max_elements} elements")
 
 
-@dataclass(slots=True)
-class _Page:
+class _Page(NamedTuple):
     """One page (with its overflow) or an inline bucket page: its bytes and parsed header."""
 
     buf: bytes
     flags: int
-    count: int
+    elements: int
 
     def check_elements(self) -> None:
-        if PAGE_HEADER.size + self.count * LEAF_ELEMENT.size > len(self.buf):
-            raise BoltError("corrupt", f"{self.count} elements do not fit in their page")
-
-    def slice(self, element_offset: int, pos: int, size: int) -> bytes:
-        start = element_offset + pos
-        end = start + size
-        if end > len(self.buf):
-            raise BoltError("corrupt", "a key or value runs past the end of its page")
-        return self.buf[start:end]
+        if PAGE_HEADER.size + self.elements * LEAF_ELEMENT.size > len(self.buf):
+            raise BoltError("corrupt", f"{self.elements} elements do not fit in their page")
 
 
 @dataclass(slots=True)
@@ -205,36 +197,45 @@ class BoltFile:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """A bucket of the open file: a page tree (``root`` > 0) or one inline leaf page."""
+class Bucket(NamedTuple):
+    """A bucket of the open file: a page tree (``root`` > 0) or one inline leaf page.
+    (A NamedTuple, not a frozen dataclass: thousands are made per read, and it is cheaper.)"""
 
     file: BoltFile
     root: int
     inline: bytes | None
 
-    def items(self) -> Iterator[tuple[bytes, bytes | Bucket]]:
-        """Every key in order, with its value or (a sub-bucket) a :class:`Bucket`."""
+    def items(self) -> list[tuple[bytes, bytes | Bucket]]:
+        """Every key in order, with its value or (a sub-bucket) a :class:`Bucket`. Read
+        whole (a list, not a generator: the read is short and this is its hot path)."""
+        out: list[tuple[bytes, bytes | Bucket]] = []
         if self.inline is not None:
-            yield from self._leaf_items(self._inline_page())
-            return
-        yield from self._walk(self.root, 0, set())
+            self._leaf_items(self._inline_page(), out)
+        else:
+            self._walk(self.root, 0, set(), out)
+        return out
+
+    def split(self) -> tuple[dict[bytes, bytes], dict[bytes, Bucket]]:
+        """(plain values, sub-buckets) of this bucket, in one pass."""
+        values: dict[bytes, bytes] = {}
+        subs: dict[bytes, Bucket] = {}
+        for k, v in self.items():
+            if type(v) is bytes:
+                values[k] = v
+            else:
+                subs[k] = v  # type: ignore[assignment]
+        return values, subs
 
     def values(self) -> dict[bytes, bytes]:
         """The plain (non-bucket) values of this bucket."""
-        return {k: v for k, v in self.items() if isinstance(v, bytes)}
+        return self.split()[0]
 
     def buckets(self) -> dict[bytes, Bucket]:
         """The sub-buckets of this bucket (not yet read)."""
-        return {k: v for k, v in self.items() if isinstance(v, Bucket)}
+        return self.split()[1]
 
     def bucket(self, key: bytes) -> Bucket | None:
-        for k, v in self.items():
-            if k == key:
-                return v if isinstance(v, Bucket) else None
-            if k > key:
-                break
-        return None
+        return self.split()[1].get(key)
 
     def _inline_page(self) -> _Page:
         buf = self.inline or b""
@@ -248,8 +249,8 @@ class Bucket:
         return page
 
     def _walk(
-        self, pgid: int, depth: int, seen: set[int]
-    ) -> Iterator[tuple[bytes, bytes | Bucket]]:
+        self, pgid: int, depth: int, seen: set[int], out: list[tuple[bytes, bytes | Bucket]]
+    ) -> None:
         if depth > MAX_DEPTH:
             raise BoltError("corrupt", f"the page tree is deeper than {MAX_DEPTH}")
         if pgid in seen:
@@ -257,31 +258,31 @@ class Bucket:
         seen.add(pgid)
         page = self.file.page(pgid)
         if page.flags == LEAF_PAGE:
-            yield from self._leaf_items(page)
+            self._leaf_items(page, out)
             return
-        self.file.budget.charge_elements(page.count)
-        end = PAGE_HEADER.size + page.count * BRANCH_ELEMENT.size
+        self.file.budget.charge_elements(page.elements)
+        end = PAGE_HEADER.size + page.elements * BRANCH_ELEMENT.size
         for _, _, child in BRANCH_ELEMENT.iter_unpack(page.buf[PAGE_HEADER.size : end]):
-            yield from self._walk(child, depth + 1, seen)
+            self._walk(child, depth + 1, seen, out)
 
-    def _leaf_items(self, page: _Page) -> Iterator[tuple[bytes, bytes | Bucket]]:
-        self.file.budget.charge_elements(page.count)
+    def _leaf_items(self, page: _Page, out: list[tuple[bytes, bytes | Bucket]]) -> None:
+        self.file.budget.charge_elements(page.elements)
         buf = page.buf
-        end = PAGE_HEADER.size + page.count * LEAF_ELEMENT.size
+        limit = len(buf)
+        end = PAGE_HEADER.size + page.elements * LEAF_ELEMENT.size
         offset = PAGE_HEADER.size
+        append = out.append
         for flags, pos, ksize, vsize in LEAF_ELEMENT.iter_unpack(buf[PAGE_HEADER.size : end]):
             start = offset + pos
             key_end = start + ksize
             value_end = key_end + vsize
-            if value_end > len(buf):
+            offset += 16  # LEAF_ELEMENT.size
+            if value_end > limit:
                 raise BoltError("corrupt", "a key or value runs past the end of its page")
-            key = buf[start:key_end]
-            value = buf[key_end:value_end]
-            offset += LEAF_ELEMENT.size
             if flags & BUCKET_LEAF_FLAG:
-                yield key, self._sub_bucket(value)
+                append((buf[start:key_end], self._sub_bucket(buf[key_end:value_end])))
             else:
-                yield key, value
+                append((buf[start:key_end], buf[key_end:value_end]))
 
     def _sub_bucket(self, value: bytes) -> Bucket:
         if len(value) < BUCKET_HEADER.size:

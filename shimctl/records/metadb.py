@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 from pathlib import Path
+from types import MappingProxyType
 
 from shimctl.records.bolt import DEFAULT_TIMEOUT, BoltError, Bucket, open_bolt
 from shimctl.records.model import (
@@ -36,6 +38,7 @@ METADATA_DIR = "io.containerd.metadata.v1.bolt"
 METADATA_FILE = "meta.db"
 SCHEMA = b"v1"
 
+_GO_TIME = struct.Struct(">qi")
 # Seconds from Go's zero time (January 1, year 1, UTC) to the Unix epoch.
 _GO_EPOCH_OFFSET = 62135596800
 
@@ -48,13 +51,14 @@ def go_time(raw: bytes) -> float | None:
     """Unix seconds of a Go ``time.MarshalBinary`` value (version 1 or 2); None if it is not
     one. Layout (Go src/time/time.go, MarshalBinary): version byte, seconds since year 1
     (int64 BE), nanoseconds (int32 BE), zone offset in minutes (int16 BE) [, seconds (v2)]."""
-    if len(raw) not in (15, 16) or raw[0] not in (1, 2) or (raw[0] == 2) != (len(raw) == 16):
+    if len(raw) not in (15, 16) or raw[0] != len(raw) - 14:  # v1: 15 bytes, v2: 16
         return None
-    seconds = int.from_bytes(raw[1:9], "big", signed=True)
-    nanos = int.from_bytes(raw[9:13], "big", signed=True)
+    seconds: int
+    nanos: int
+    seconds, nanos = _GO_TIME.unpack_from(raw, 1)
     if not 0 <= nanos < 1_000_000_000:
         return None
-    return seconds - _GO_EPOCH_OFFSET + nanos / 1e9
+    return float(seconds - _GO_EPOCH_OFFSET) + nanos / 1e9
 
 
 def zigzag_varint(raw: bytes) -> int | None:
@@ -87,17 +91,11 @@ def _runtime_name(bucket: Bucket | None) -> str:
 
 
 def read_container(key: bytes, bucket: Bucket) -> ContainerRecord:
-    values: dict[bytes, bytes] = {}
-    subs: dict[bytes, Bucket] = {}
-    for k, v in bucket.items():
-        if isinstance(v, Bucket):
-            subs[k] = v
-        else:
-            values[k] = v
+    values, subs = bucket.split()
     return ContainerRecord(
         id=_text(key),
         runtime=_runtime_name(subs.get(b"runtime")),
-        labels=frozen_map(_strings(subs.get(b"labels"))),
+        labels=MappingProxyType(_strings(subs.get(b"labels"))),
         sandbox_id=_text(values.get(b"sandboxid")),
         image=_text(values.get(b"image")),
         created_at=go_time(values.get(b"createdat", b"")),
@@ -106,18 +104,12 @@ def read_container(key: bytes, bucket: Bucket) -> ContainerRecord:
 
 
 def read_sandbox(key: bytes, bucket: Bucket) -> SandboxRecord:
-    values: dict[bytes, bytes] = {}
-    subs: dict[bytes, Bucket] = {}
-    for k, v in bucket.items():
-        if isinstance(v, Bucket):
-            subs[k] = v
-        else:
-            values[k] = v
+    values, subs = bucket.split()
     return SandboxRecord(
         id=_text(key),
         runtime=_runtime_name(subs.get(b"runtime")),
         sandboxer=_text(values.get(b"sandboxer")),
-        labels=frozen_map(_strings(subs.get(b"labels"))),
+        labels=MappingProxyType(_strings(subs.get(b"labels"))),
         created_at=go_time(values.get(b"createdat", b"")),
         updated_at=go_time(values.get(b"updatedat", b"")),
     )
