@@ -7,9 +7,12 @@ from __future__ import annotations
 import datetime
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shimctl.records.bolt import BoltError
 from shimctl.records.metadb import (
@@ -225,3 +228,42 @@ def test_missing(tmp_path: Path) -> None:
         read_metadb(tmp_path)
     assert err.value.kind == "missing"
     assert os.listdir(tmp_path / METADATA_DIR) == []
+
+
+def _layout(count: int) -> Tree:
+    return {
+        b"v1": {
+            b"version": b"\x08",
+            b"default": {
+                b"containers": {
+                    f"c{i:03d}".encode(): container(
+                        b"io.containerd.runc.v2", labels={b"n": str(i).encode()}, sandbox=b""
+                    )
+                    for i in range(count)
+                },
+                b"sandboxes": {b"sb": sandbox(b"io.containerd.runc.v2", b"shim")},
+            },
+        },
+        b"default": {b"sandboxes": {b"old": sandbox(b"io.containerd.runc.v2")}},
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=6))
+def test_flipped_databases_give_records_or_bolt_errors(flips: list[tuple[int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / METADATA_DIR).mkdir()
+        data = bytearray(build(_layout(40)))
+        for offset, mask in flips:
+            data[offset % len(data)] ^= mask
+        (root / METADATA_DIR / METADATA_FILE).write_bytes(bytes(data))
+        try:
+            records = read_metadb(root)
+        except BoltError as err:
+            assert err.kind in ("corrupt", "too-large")
+            return
+        assert records.source is Source.METADB
+        if not flips:
+            ns = records.namespace("default")
+            assert len(ns.containers) == 40 and sorted(ns.sandboxes) == ["old", "sb"]
