@@ -10,9 +10,12 @@ List calls used here exist unchanged from 1.6 on, the sandbox store from 1.7):
   ``Store/List``, all at once on one channel. UNIMPLEMENTED from the sandbox store is
   containerd 1.6, which has none: no sandboxes.
 
-Every call shares one deadline. Whatever goes wrong (no answer, a refusal, a frame that is
-not HTTP/2, a message that does not decode, a deadline) gives an "owner unknown" result with
-the reason: nothing escapes :func:`query_api` and nothing waits past its deadline.
+Every call shares one deadline. Whatever goes wrong with the namespaces, the container
+records or the version (no answer, a refusal, a frame that is not HTTP/2, a message that does
+not decode, a deadline) gives an "owner unknown" result with the reason; when only Tasks.List
+or the sandbox store fails, the records come with ``tasks_known`` (or ``sandboxes_known``)
+False (see ``_Partial``). Nothing escapes :func:`query_api` and nothing waits past its
+deadline.
 
 grpcio (~40-70 ms to import) and these message modules (~15 ms) are imported only after a
 plain connect to the address succeeded (see :mod:`shimctl.records.peer`).
@@ -126,7 +129,27 @@ def _describe(err: Exception) -> tuple[str, str]:
     return f"api:{type(err).__name__}", f"{type(err).__name__}: {err}"
 
 
-def _query(grpc: Any, channel: Any, deadline: float) -> tuple[str, Mapping[str, NamespaceRecords]]:
+class _Partial:
+    """Tasks.List and the sandbox store may fail while the container records came: containerd
+    1.6 asks every shim for its state one after the other, each with a 2 s timeout
+    (services/tasks/local.go at v1.6.20, addTasks), so a few hung shims outlast any deadline
+    of ours. Then the containers are still the owner's word; only tasks (or sandboxes) are
+    marked unknown."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+        self.sandboxes: list[str] = []
+
+    def reason(self) -> str:
+        parts = [f"Tasks.List failed ({'; '.join(self.tasks)})"] if self.tasks else []
+        if self.sandboxes:
+            parts.append(f"the sandbox store failed ({'; '.join(self.sandboxes)})")
+        return ", ".join(parts)
+
+
+def _query(
+    grpc: Any, channel: Any, deadline: float
+) -> tuple[str, Mapping[str, NamespaceRecords], _Partial]:
     from shimctl.records.proto.api.services.containers.v1 import containers_pb2
     from shimctl.records.proto.api.services.namespaces.v1 import namespace_pb2
     from shimctl.records.proto.api.services.sandbox.v1 import sandbox_pb2
@@ -161,22 +184,27 @@ def _query(grpc: Any, channel: Any, deadline: float) -> tuple[str, Mapping[str, 
     }
     version = version_call.result().version
     found: dict[str, NamespaceRecords] = {}
+    partial = _Partial()
     for name, (containers_call, tasks_call, sandboxes_call) in pending.items():
         containers = [container_record(c) for c in containers_call.result().containers]
-        tasks = [task_record(p) for p in tasks_call.result().tasks]
+        tasks: list[TaskRecord] = []
+        try:
+            tasks = [task_record(p) for p in tasks_call.result().tasks]
+        except Exception as err:  # see _Partial
+            partial.tasks.append(f"{name}: {_describe(err)[1]}")
+        sandboxes: list[SandboxRecord] = []
         try:
             sandboxes = [sandbox_record(s) for s in sandboxes_call.result().list]
-        except grpc.RpcError as err:
-            if not calls.unimplemented(err):
-                raise
-            sandboxes = []  # containerd 1.6: no sandbox store
+        except Exception as err:
+            if not calls.unimplemented(err):  # UNIMPLEMENTED: containerd 1.6, no store
+                partial.sandboxes.append(f"{name}: {_describe(err)[1]}")
         found[name] = NamespaceRecords(
             name,
             containers=frozen_map({c.id: c for c in containers}),
             tasks=frozen_map({t.id: t for t in tasks}),
             sandboxes=frozen_map({s.id: s for s in sandboxes}),
         )
-    return version, found
+    return version, found, partial
 
 
 def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
@@ -197,7 +225,7 @@ def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
                 ("grpc.enable_http_proxy", 0),
             ],
         )
-        version, namespaces = _query(grpc, channel, deadline)
+        version, namespaces, partial = _query(grpc, channel, deadline)
     except Exception as err:  # grpc.RpcError, a decode error, anything from a hostile peer
         failure, text = _describe(err)
         return unknown(failure, f"containerd at {address} did not answer: {text}", peer.ref)
@@ -207,8 +235,9 @@ def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
     return OwnerRecords(
         Source.API,
         namespaces=frozen_map(namespaces),
-        tasks_known=True,
-        sandboxes_known=True,
+        tasks_known=not partial.tasks,
+        sandboxes_known=not partial.sandboxes,
         containerd=peer.ref,
         version=version,
+        reason=partial.reason(),
     )

@@ -77,12 +77,15 @@ class NamespaceRecords:
 
 @dataclass(frozen=True, slots=True)
 class OwnerRecords:
-    """Everything one read found. With ``source`` UNKNOWN the maps are empty and ``reason``
-    says why (no answer, a lock held, a malformed file ...)."""
+    """Everything one read found. With ``source`` UNKNOWN the maps are empty and ``failure``
+    and ``reason`` say why (no answer, a lock held, a malformed file ...); with API, a
+    ``reason`` says what part could not be read (tasks or sandboxes, see the flags)."""
 
     source: Source
     namespaces: Mapping[str, NamespaceRecords] = field(default_factory=frozen_map)
-    #: Tasks.List was answered (API source): ``tasks`` is the whole truth, not just empty.
+    #: Tasks.List was answered in every namespace (API source). Even then a task missing
+    #: from ``tasks`` may be one containerd tracks: containerd leaves out a task whose shim
+    #: does not answer (services/tasks/local.go, getProcessState: NotFound or Unavailable).
     tasks_known: bool = False
     #: There is a sandbox store (1.7+) and it was read: ``sandboxes`` is the whole truth.
     sandboxes_known: bool = False

@@ -306,3 +306,31 @@ def test_metadb_read_of_1000_containers(node: Node, record_property: Any) -> Non
         finally:
             api.close()
     assert median < 2 * METADB_TARGET_MS, times
+
+
+def test_a_hung_shim_costs_the_tasks_not_the_records(
+    gen: Generation, containerd: Containerd, node: Node
+) -> None:
+    """containerd asks each shim for its state inside Tasks.List; with a SIGSTOPped shim that
+    outlasts the deadline, and the container records still come."""
+    cd = containerd
+    (hung,) = cd.ids("hung")
+    cd.run_container(hung)
+    shim = psutil.Process(cd.shim_pid(hung))
+    created = shim.create_time()
+    shim.suspend()
+    try:
+        deadline = time.monotonic() + 5
+        while shim.status() != psutil.STATUS_STOPPED:  # SIGSTOP takes effect asynchronously
+            assert time.monotonic() < deadline, "the shim did not stop"
+            time.sleep(0.01)
+        start = time.monotonic()
+        records = read_owner_records(node.root, node.address, 1.0)
+        elapsed = time.monotonic() - start
+    finally:
+        if abs(psutil.Process(shim.pid).create_time() - created) < 1e-3:
+            shim.resume()
+    assert records.source is Source.API, records.reason
+    assert not records.tasks_known and "Tasks.List" in records.reason
+    assert list(records.namespace("default").containers) == [hung]
+    assert elapsed < 1.0 + 0.5

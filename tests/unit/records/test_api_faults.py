@@ -171,7 +171,7 @@ def test_a_proper_answer_is_read(tmp_path: Path) -> None:
     with grpc_fake(address, _answers()):
         records, _ = _read(tmp_path, address)
     assert records.source is Source.API, records.reason
-    assert records.version == "2.1.9-fake"
+    assert records.version == "2.1.9-fake" and records.reason == ""
     assert records.tasks_known and records.sandboxes_known
     assert records.containerd is not None and records.containerd.pid == os.getpid()
     k8s = records.namespace("k8s.io")
@@ -232,13 +232,17 @@ def _denied(_: bytes, ctx: Any) -> bytes:
             _sleeper(5),
             "api:DEADLINE_EXCEEDED",
         ),
-        ("/containerd.services.tasks.v1.Tasks/List", _sleeper(5), "api:DEADLINE_EXCEEDED"),
+        (
+            "/containerd.services.containers.v1.Containers/List",
+            _sleeper(5),
+            "api:DEADLINE_EXCEEDED",
+        ),
         ("/containerd.services.version.v1.Version/Version", _sleeper(5), "api:DEADLINE_EXCEEDED"),
+        ("/containerd.services.namespaces.v1.Namespaces/List", _garbage, "api:INTERNAL"),
         ("/containerd.services.containers.v1.Containers/List", _garbage, "api:INTERNAL"),
-        ("/containerd.services.tasks.v1.Tasks/List", _garbage, "api:INTERNAL"),
-        ("/containerd.services.sandbox.v1.Store/List", _garbage, "api:INTERNAL"),
+        ("/containerd.services.version.v1.Version/Version", _garbage, "api:INTERNAL"),
         ("/containerd.services.containers.v1.Containers/List", _denied, "api:PERMISSION_DENIED"),
-        ("/containerd.services.sandbox.v1.Store/List", _denied, "api:PERMISSION_DENIED"),
+        ("/containerd.services.namespaces.v1.Namespaces/List", _denied, "api:PERMISSION_DENIED"),
     ],
 )
 def test_bad_grpc_answers(tmp_path: Path, method: str, handler: Handler, failure: str) -> None:
@@ -251,6 +255,43 @@ def test_bad_grpc_answers(tmp_path: Path, method: str, handler: Handler, failure
     assert records.failure == failure, records.reason
     assert records.namespaces == {}
     assert records.containerd is not None  # who answered badly is still known
+    assert elapsed < TIMEOUT + SLACK
+
+
+TASKS = "/containerd.services.tasks.v1.Tasks/List"
+SANDBOXES = "/containerd.services.sandbox.v1.Store/List"
+
+
+@pytest.mark.parametrize(
+    ("method", "handler", "text"),
+    [
+        (TASKS, _sleeper(5), "DEADLINE_EXCEEDED"),  # 1.6 asking hung shims one by one
+        (TASKS, _garbage, "INTERNAL"),
+        (TASKS, _denied, "PERMISSION_DENIED"),
+        (SANDBOXES, _sleeper(5), "DEADLINE_EXCEEDED"),
+        (SANDBOXES, _garbage, "INTERNAL"),
+        (SANDBOXES, _denied, "PERMISSION_DENIED"),
+    ],
+)
+def test_tasks_or_sandboxes_failing_leave_the_container_records(
+    tmp_path: Path, method: str, handler: Handler, text: str
+) -> None:
+    address = tmp_path / "c.sock"
+    methods = _answers()
+    methods[method] = handler
+    with grpc_fake(address, methods):
+        records, elapsed = _read(tmp_path, address)
+    assert records.source is Source.API and records.failure == ""
+    assert list(records.namespace("k8s.io").containers) == ["c-k8s.io"]
+    assert text in records.reason
+    if method == TASKS:
+        assert not records.tasks_known and records.sandboxes_known
+        assert records.namespace("k8s.io").tasks == {}
+        assert list(records.namespace("k8s.io").sandboxes) == ["pod"]
+    else:
+        assert records.tasks_known and not records.sandboxes_known
+        assert records.namespace("k8s.io").sandboxes == {}
+        assert sorted(records.namespace("k8s.io").tasks) == ["c-k8s.io", "gone-k8s.io"]
     assert elapsed < TIMEOUT + SLACK
 
 
