@@ -42,7 +42,7 @@ from shimctl.records.peer import Peer, socket_path
 NAMESPACE_HEADER = "containerd-namespace"
 #: Container records carry their OCI spec (a few KiB each): 1,000 of them exceed grpcio's
 #: default 4 MiB limit.
-MAX_MESSAGE = 256 << 20
+MAX_MESSAGE = 64 << 20
 
 VERSION = "/containerd.services.version.v1.Version/Version"
 NAMESPACES = "/containerd.services.namespaces.v1.Namespaces/List"
@@ -116,7 +116,7 @@ class _Calls:
 
     def unimplemented(self, err: Exception) -> bool:
         code: Callable[[], Any] | None = getattr(err, "code", None)
-        return code is not None and code() == self.grpc.StatusCode.UNIMPLEMENTED
+        return callable(code) and code() == self.grpc.StatusCode.UNIMPLEMENTED
 
 
 def _describe(err: Exception) -> tuple[str, str]:

@@ -46,7 +46,8 @@ class ContainerRecord:
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
-    """A task containerd tracks (Tasks.List; only while containerd answers)."""
+    """A task containerd tracks (Tasks.List; only while containerd answers). Status
+    ``unknown`` with pid 0: containerd tracks it but its shim did not tell its state."""
 
     id: str
     pid: int

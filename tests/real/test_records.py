@@ -311,8 +311,9 @@ def test_metadb_read_of_1000_containers(node: Node, record_property: Any) -> Non
 def test_a_hung_shim_costs_the_tasks_not_the_records(
     gen: Generation, containerd: Containerd, node: Node
 ) -> None:
-    """containerd asks each shim for its state inside Tasks.List; with a SIGSTOPped shim that
-    outlasts the deadline, and the container records still come."""
+    """containerd asks each shim for its state inside Tasks.List; a SIGSTOPped shim makes that
+    outlast the deadline (or come back as state unknown), and the container records still
+    come."""
     cd = containerd
     (hung,) = cd.ids("hung")
     cd.run_container(hung)
@@ -331,6 +332,12 @@ def test_a_hung_shim_costs_the_tasks_not_the_records(
         if abs(psutil.Process(shim.pid).create_time() - created) < 1e-3:
             shim.resume()
     assert records.source is Source.API, records.reason
-    assert not records.tasks_known and "Tasks.List" in records.reason
     assert list(records.namespace("default").containers) == [hung]
+    if records.tasks_known:
+        # containerd's own state call for the shim failed in time (its client gave up on
+        # that shim): the task is listed as tracked, state unknown.
+        task = records.namespace("default").tasks[hung]
+        assert (task.status, task.pid) == ("unknown", 0), task
+    else:
+        assert "Tasks.List" in records.reason and "DEADLINE_EXCEEDED" in records.reason
     assert elapsed < 1.0 + 0.5
