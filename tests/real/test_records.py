@@ -1,0 +1,343 @@
+"""containerd's own records, read by shimctl.records from every real containerd generation
+(1.6, 1.7, 2.1): its gRPC API while it runs, its meta.db once it is stopped, and the two
+compared; the lock containerd holds on meta.db, and a containerd that starts while shimctl
+reads. Records are made through containerd's own API (ctr, or its gRPC Create calls).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+from google.protobuf import empty_pb2
+
+from shimctl.records import bolt
+from shimctl.records.bolt import BoltError
+from shimctl.records.metadb import read_metadb
+from shimctl.records.model import OwnerRecords, Source
+from shimctl.records.owner import read_owner_records
+from shimctl.records.proto.api.services.containers.v1 import containers_pb2
+from shimctl.records.proto.api.services.sandbox.v1 import sandbox_pb2
+from shimctl.records.proto.api.types import sandbox_pb2 as sandbox_types
+from tests.support.containerd import Containerd, running_containerd
+from tests.support.generations import Generation, all_generations, generation
+from tests.support.helpers import Node
+
+pytestmark = pytest.mark.real
+
+GENERATIONS = all_generations()
+OTHER_NS = "records-other"
+TIMEOUT = 10.0
+#: The meta.db read of 1,000 container records: the issue's target, and the bound a test on
+#: a shared 2-core machine asserts (twice the target, so a busy neighbour does not fail it).
+METADB_TARGET_MS = 20.0
+
+
+def _gen_id(gen: Generation) -> str:
+    return f"containerd-{gen.version}" if not gen.missing else f"{gen.suite}-{gen.series}"
+
+
+@pytest.fixture(params=[pytest.param(g, id=_gen_id(g)) for g in GENERATIONS])
+def gen(request: pytest.FixtureRequest, record_property: Any) -> Generation:
+    g: Generation = request.param
+    g.require()
+    record_property("containerd", g.describe())
+    return g
+
+
+@pytest.fixture
+def containerd(node: Node, gen: Generation) -> Iterator[Containerd]:
+    with running_containerd(node, **gen.containerd_options()) as cd:
+        yield cd
+
+
+class Api:
+    """containerd's gRPC API for making records the way clients make them."""
+
+    def __init__(self, node: Node) -> None:
+        self.channel = grpc.insecure_channel(f"unix:{node.address}")
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method: str, request: Any, reply: Any, namespace: str) -> Any:
+        call = self.channel.unary_unary(
+            method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=reply.FromString,
+        )
+        return call(request, timeout=10, metadata=(("containerd-namespace", namespace),))
+
+    def container(self, cid: str, namespace: str = "default") -> Any:
+        return self._call(
+            "/containerd.services.containers.v1.Containers/Get",
+            containers_pb2.GetContainerRequest(id=cid),
+            containers_pb2.GetContainerResponse,
+            namespace,
+        ).container
+
+    def create_container(self, record: Any, namespace: str = "default") -> None:
+        self._call(
+            "/containerd.services.containers.v1.Containers/Create",
+            containers_pb2.CreateContainerRequest(container=record),
+            containers_pb2.CreateContainerResponse,
+            namespace,
+        )
+
+    def delete_container(self, cid: str, namespace: str = "default") -> None:
+        self._call(
+            "/containerd.services.containers.v1.Containers/Delete",
+            containers_pb2.DeleteContainerRequest(id=cid),
+            empty_pb2.Empty,
+            namespace,
+        )
+
+    def create_sandbox(self, sid: str, namespace: str = "default") -> None:
+        self._call(
+            "/containerd.services.sandbox.v1.Store/Create",
+            sandbox_pb2.StoreCreateRequest(
+                sandbox=sandbox_types.Sandbox(
+                    sandbox_id=sid,
+                    runtime=sandbox_types.Sandbox.Runtime(name="io.containerd.runc.v2"),
+                    labels={"io.cri-containerd.kind": "sandbox"},
+                )
+            ),
+            sandbox_pb2.StoreCreateResponse,
+            namespace,
+        )
+
+
+def _has_sandbox_store(gen: Generation) -> bool:
+    return gen.major_minor >= (1, 7)
+
+
+def _records(node: Node, address: str | None = None) -> OwnerRecords:
+    return read_owner_records(node.root, address or node.address, TIMEOUT)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_metadb_says_what_the_api_says(gen: Generation, containerd: Containerd, node: Node) -> None:
+    cd = containerd
+    plain, labelled, running, other, member, pod = cd.ids(
+        "plain", "labelled", "running", "other", "member", "pod"
+    )
+    rootfs = str(cd.rootfs)
+    cd.ctr("container", "create", "--rootfs", rootfs, plain, "/bin/true")
+    cd.ctr(
+        "container", "create", "--label", "team=a", "--label", "io.cri-containerd.kind=container",
+        "--rootfs", rootfs, labelled, "/bin/true",
+    )  # fmt: skip
+    pid = cd.run_container(running)
+    cd.ctr("container", "create", "--rootfs", rootfs, other, "/bin/true", namespace=OTHER_NS)
+    api = Api(node)
+    try:
+        if _has_sandbox_store(gen):
+            api.create_sandbox(pod)
+            record = api.container(plain)
+            record.id, record.sandbox = member, pod
+            api.create_container(record)
+        live = _records(node)
+    finally:
+        api.close()
+    assert live.source is Source.API, live.reason
+    assert live.version.startswith(gen.version), live.version
+    assert live.containerd is not None and live.containerd.pid == cd.pid
+    assert live.containerd.create_time == pytest.approx(psutil.Process(cd.pid).create_time())
+    for ns in ("default", OTHER_NS):  # what ctr lists, independently of shimctl
+        assert sorted(live.namespace(ns).containers) == sorted(cd.containers(ns))
+    default = live.namespace("default")
+    assert dict(default.containers[labelled].labels) == {
+        "team": "a",
+        "io.cri-containerd.kind": "container",
+    }
+    assert default.containers[plain].runtime == "io.containerd.runc.v2"
+    task = default.tasks[running]
+    assert (task.pid, task.status, task.exited_at) == (pid, "running", None)
+    if _has_sandbox_store(gen):
+        assert default.containers[member].sandbox_id == pod
+        assert list(default.sandboxes) == [pod]
+
+    cd.stop()
+    stopped = _records(node)
+    assert stopped.source is Source.METADB, stopped.reason
+    assert stopped.schema_version == (4 if gen.major_minor >= (2, 0) else 3)
+    assert sorted(stopped.namespaces) == sorted(live.namespaces)
+    for name, ns in live.namespaces.items():
+        # The same records, field for field (timestamps to the nanosecond).
+        assert stopped.namespace(name).containers == ns.containers
+        assert set(stopped.namespace(name).sandboxes) == set(ns.sandboxes)
+        for sid, box in ns.sandboxes.items():
+            read = stopped.namespace(name).sandboxes[sid]
+            assert (read.runtime, read.labels, read.sandboxer) == (
+                box.runtime,
+                box.labels,
+                box.sandboxer,
+            )
+    assert stopped.namespace("default").tasks == {} and not stopped.tasks_known
+
+
+def test_api_task_states(gen: Generation, containerd: Containerd, node: Node) -> None:
+    cd = containerd
+    running, paused, exited = cd.ids("running", "paused", "exited")
+    cd.run_container(running)
+    cd.run_container(paused)
+    cd.ctr("task", "pause", paused)
+    cd.wait_task(paused, "PAUSED")
+    cd.ctr("run", "-d", "--null-io", "--rootfs", str(cd.rootfs), exited, "/bin/sh", "-c", "exit 3")
+    cd.wait_task(exited, "STOPPED")
+    before = time.time()
+    records = _records(node)
+    assert records.source is Source.API, records.reason
+    tasks = records.namespace("default").tasks
+    seen = cd.tasks()
+    assert {t: (r.pid, r.status.upper()) for t, r in tasks.items()} == seen
+    assert tasks[paused].status == "paused"
+    assert tasks[exited].exit_status == 3
+    assert tasks[exited].exited_at is not None and tasks[exited].exited_at <= before
+    assert tasks[running].exited_at is None
+
+
+def test_metadb_is_locked_while_containerd_runs(containerd: Containerd, node: Node) -> None:
+    start = time.monotonic()
+    with pytest.raises(BoltError) as err:
+        read_metadb(node.root)
+    assert err.value.kind == "locked"
+    assert time.monotonic() - start < 0.05
+    # Through the entry point, with nothing at the address it is given: unknown, at once.
+    start = time.monotonic()
+    records = _records(node, address=str(node.base / "nobody.sock"))
+    assert records.source is Source.UNKNOWN and records.failure == "locked"
+    assert time.monotonic() - start < 0.1
+
+
+def test_containerd_starts_while_a_read_is_in_progress(
+    gen: Generation, containerd: Containerd, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read holds LOCK_SH only while it reads: a containerd started meanwhile waits for the
+    read (it cannot take LOCK_EX) and is up soon after, not delayed beyond it."""
+    cd = containerd
+    ids = cd.ids(*(f"c{i}" for i in range(20)))
+    for cid in ids:
+        cd.ctr("container", "create", "--rootfs", str(cd.rootfs), cid, "/bin/true")
+    cd.stop()
+    t0 = time.monotonic()
+    cd.start()
+    startup = time.monotonic() - t0
+    cd.stop()
+
+    started = threading.Event()
+    real_pread = bolt._pread
+
+    def slow_pread(fd: int, size: int, offset: int) -> bytes:
+        started.set()
+        time.sleep(0.05)  # a slow disk: the read takes about a second
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(bolt, "_pread", slow_pread)
+    result: dict[str, Any] = {}
+
+    def read() -> None:
+        try:
+            result["records"] = read_metadb(node.root, timeout=30)
+        finally:
+            result["done"] = time.monotonic()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert started.wait(10)
+    t1 = time.monotonic()
+    cd.start()
+    ready = time.monotonic()
+    reader.join(30)
+    monkeypatch.undo()
+    records = result["records"]
+    assert sorted(records.namespace("default").containers) == sorted(ids)
+    read_left = result["done"] - t1
+    assert read_left > 0.5, "the read was not in progress when containerd started"
+    assert ready >= result["done"], "containerd opened meta.db while shimctl held LOCK_SH"
+    # containerd retries its lock every 50 ms (bbolt's flockRetryTimeout): once the read is
+    # done it starts as fast as it did alone, give or take a busy machine.
+    assert ready - result["done"] < startup + 1.0, (ready - result["done"], startup)
+
+
+def test_metadb_read_of_1000_containers(node: Node, record_property: Any) -> None:
+    """The benchmark: 1,000 records made through containerd 1.6's Containers API, read from
+    the stopped containerd's meta.db."""
+    gen = generation("system")
+    gen.require()
+    with running_containerd(node, **gen.containerd_options()) as cd:
+        (template,) = cd.ids("template")
+        cd.ctr("container", "create", "--rootfs", str(cd.rootfs), template, "/bin/true")
+        api = Api(node)
+        ids = [f"bench-{i:04d}-{cd.tag}" for i in range(1000)]
+        try:
+            record = api.container(template)
+            for cid in ids:
+                record.id = cid
+                record.labels["io.cri-containerd.kind"] = "container"
+                api.create_container(record)
+        finally:
+            api.close()
+        cd.stop()
+        read_metadb(node.root)  # warm the page cache, as a second run finds it
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            records = read_metadb(node.root)
+            times.append((time.perf_counter() - start) * 1000)
+        assert len(records.namespace("default").containers) == 1001
+        median = statistics.median(times)
+        size = (node.root / "io.containerd.metadata.v1.bolt" / "meta.db").stat().st_size
+        record_property("metadb_read_1000_ms", f"{median:.1f}")
+        print(f"meta.db read, 1,000 containers ({size} bytes): median {median:.1f} ms")
+        cd.start()
+        api = Api(node)
+        try:  # far faster than the fixture's ctr per container
+            for cid in ids:
+                api.delete_container(cid)
+        finally:
+            api.close()
+    assert median < 2 * METADB_TARGET_MS, times
+
+
+def test_a_hung_shim_costs_the_tasks_not_the_records(
+    gen: Generation, containerd: Containerd, node: Node
+) -> None:
+    """containerd asks each shim for its state inside Tasks.List; a SIGSTOPped shim makes that
+    outlast the deadline (or come back as state unknown), and the container records still
+    come."""
+    cd = containerd
+    (hung,) = cd.ids("hung")
+    cd.run_container(hung)
+    shim = psutil.Process(cd.shim_pid(hung))
+    created = shim.create_time()
+    shim.suspend()
+    try:
+        deadline = time.monotonic() + 5
+        while shim.status() != psutil.STATUS_STOPPED:  # SIGSTOP takes effect asynchronously
+            assert time.monotonic() < deadline, "the shim did not stop"
+            time.sleep(0.01)
+        start = time.monotonic()
+        records = read_owner_records(node.root, node.address, 1.0)
+        elapsed = time.monotonic() - start
+    finally:
+        if abs(psutil.Process(shim.pid).create_time() - created) < 1e-3:
+            shim.resume()
+    assert records.source is Source.API, records.reason
+    assert list(records.namespace("default").containers) == [hung]
+    if records.tasks_known:
+        # containerd's own state call for the shim failed in time (its client gave up on
+        # that shim): the task is listed as tracked, state unknown.
+        task = records.namespace("default").tasks[hung]
+        assert (task.status, task.pid) == ("unknown", 0), task
+    else:
+        assert "Tasks.List" in records.reason and "DEADLINE_EXCEEDED" in records.reason
+    assert elapsed < 1.0 + 0.5
