@@ -97,7 +97,7 @@ def error_schema() -> dict[str, Any]:
 
 
 def _kinds_table() -> str:
-    return ", ".join(f"`{k}`" for k in findings.Kind.ALL)
+    return ", ".join(f"`{k}`" for k in findings.Kind)
 
 
 def schema_markdown() -> str:

@@ -1,12 +1,31 @@
-"""The Findings vocabulary of list, load and gc (kinds, actions) and their report."""
+"""The vocabulary of list, load and gc (kinds, actions, outcomes, modes, probe results) and the
+report they print.
+
+Each word is a `StrEnum`: mypy checks it, and it is its string everywhere output sees it
+(`json.dumps`, f-strings, dict keys), so the JSON stays what it was when these were plain
+strings. The JSON Schema keeps them plain strings too: a new kind or outcome is not a schema
+change (docs/json-schema.md, "Versioning").
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
-class Kind:
-    """Finding kinds: one vocabulary for list, load, gc, JSON and metrics."""
+class _Word(enum.StrEnum):
+    """A word of the vocabulary: a string in output, an enum in code."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, handler: Any) -> Any:
+        # Only tools/docgen.py calls this (pydantic is never imported at run time): the schema
+        # says "string", not an enum, so adding a value keeps schema_version.
+        return handler(str)
+
+
+class Kind(_Word):
+    """What a finding is. The order is the one metrics and the docs list them in."""
 
     RUNNING = "running"  # shim answers, task has processes (or is created/paused)
     STOPPED = "stopped"  # task exited, not deleted yet
@@ -22,24 +41,10 @@ class Kind:
     ORPHAN_PROCESS = "orphan-process"  # shim process of this address whose bundle is gone
     STALE_SOCKET = "stale-socket"  # refusing socket in /run/containerd/s that no bundle names
 
-    ALL = (
-        RUNNING,
-        STOPPED,
-        SANDBOX,
-        LEAKED,
-        HUNG,
-        DEAD,
-        EMPTY,
-        UNKNOWN_RUNTIME,
-        UNSAFE,
-        ORPHAN_WORKDIR,
-        STALE_HIDDEN,
-        ORPHAN_PROCESS,
-        STALE_SOCKET,
-    )
 
+class Action(_Word):
+    """What a command does with a finding."""
 
-class Action:
     KEEP = "keep"
     REPORT = "report"  # garbage or suspicious, but not provably safe to touch
     DELETE_TASK = "delete-task"  # Delete RPC, Shutdown (unless sandboxed), bundle delete
@@ -49,15 +54,46 @@ class Action:
     SHUTDOWN = "shutdown"  # an orphan shim process with no task
     KILL = "kill"  # a hung shim, only with --kill-hung / --force
 
+    @property
+    def changes_anything(self) -> bool:
+        return self not in (Action.KEEP, Action.REPORT)
 
+
+class Outcome(_Word):
+    """How an action ended (a finding whose action did not run has none)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the item changed since inspection: left alone
+    DRY_RUN = "dry-run"
+
+
+class Mode(_Word):
+    """The command a reconcile runs for."""
+
+    LIST = "list"
+    LOAD = "load"  # containerd's startup reconciliation
+    GC = "gc"
+
+
+class ProbeResult(_Word):
+    """What came back from a bundle's shim address."""
+
+    ANSWERED = "answered"
+    REFUSED = "refused"  # nothing listens (or no socket, or no address)
+    UNRESPONSIVE = "unresponsive"  # connects but does not answer in time, or answers garbage
+
+
+# One item as output shows it: its evidence, decision and outcome, assembled by reconcile/run.py
+# (never changed after). No docstring: pydantic would put it into the generated JSON Schema.
 @dataclass
 class Finding:
-    kind: str
+    kind: Kind
     namespace: str
     id: str
     path: str
     reason: str
-    action: str = Action.KEEP
+    action: Action = Action.KEEP
     shim_pid: int | None = None
     task_pids: list[int] = field(default_factory=list)
     task_status: str | None = None
@@ -69,18 +105,18 @@ class Finding:
     sandbox: str | None = None
     # False when the shim serves other bundles that still have tasks (never shut down then).
     shutdown_shim: bool = True
-    # Set when the action ran (or was skipped): "done", "failed", "skipped", "dry-run".
-    outcome: str | None = None
+    # Set when the action ran (or was skipped); None when no action ran.
+    outcome: Outcome | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ReconcileReport:
-    command: str  # "list", "load" or "gc"
+    command: Mode
     dry_run: bool
     findings: list[Finding]
     duration_seconds: float
-    counts: dict[str, int] = field(default_factory=dict)
-    actions: dict[str, int] = field(default_factory=dict)
-    errors: int = 0
+    counts: dict[Kind, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)  # "<action>:<outcome>" -> count
+    errors: int = 0  # actions that failed

@@ -44,10 +44,6 @@ class ShimProcess(NamedTuple):
     cwd: str | None
     argv: tuple[str, ...]
 
-    def runs_in(self, namespace: str, bundle: Path) -> bool:
-        """A shim runs with its bundle as working dir: is this one of that bundle's?"""
-        return self.namespace == namespace and self.cwd == str(bundle)
-
 
 def flag_value(argv: list[str] | tuple[str, ...], flag: str) -> str | None:
     """Value of a Go-style `-flag value` (or `-flag=value`) in argv."""
@@ -216,19 +212,55 @@ def _cwd(pid: int) -> str | None:
     return path
 
 
+def shim_mismatch(
+    shim: ShimProcess, *, namespace: str, address: str, bundle: Path, shared: bool = False
+) -> str | None:
+    """Why `shim` is not a shim of the bundle dir `bundle`, or None when it is: the one
+    predicate every signal, Shutdown and "is it alive" decision rests on.
+
+    A shim is started with `-namespace`, `-id` and `-address` flags and the bundle as its
+    working dir (containerd v1.7.24 pkg/shim/util.go, Command: `cmd.Dir = config.Path`). It is
+    this bundle's own shim when both flags agree and its id or its cwd is the bundle's. With
+    `shared` (checking the process that answered on the bundle's address), a shim whose cwd is
+    another bundle of the same namespace also counts: a grouped shim serves its pod's bundles
+    from the sandbox's bundle dir. Whether the process is still the one seen (PID and start
+    time) is the caller's part: see verify_shim."""
+    if shim.namespace != namespace or shim.address != address:
+        return (
+            f"process {shim.ref.pid} is a shim of namespace {shim.namespace!r} at "
+            f"{shim.address!r}, not of {namespace!r} at {address!r}"
+        )
+    if shim.id == bundle.name or shim.cwd == str(bundle):
+        return None
+    if shared and shim.cwd is not None and os.path.dirname(shim.cwd) == str(bundle.parent):
+        return None
+    return f"process {shim.ref.pid} is the shim of {shim.id!r}, not of {bundle.name!r}"
+
+
+def is_shim_of(
+    shim: ShimProcess, *, namespace: str, address: str, bundle: Path, shared: bool = False
+) -> bool:
+    """`shim` is a shim of `bundle` (see shim_mismatch)."""
+    return (
+        shim_mismatch(shim, namespace=namespace, address=address, bundle=bundle, shared=shared)
+        is None
+    )
+
+
 def verify_shim(
     pid: int,
     *,
     namespace: str,
     address: str,
     bundle: Path,
-    grouped: bool = True,
+    shared: bool = True,
+    seen: ProcessRef | None = None,
     known: Mapping[int, ShimProcess] | None = None,
 ) -> ShimProcess:
-    """Prove `pid` is the shim server for `bundle`: a shim argv with this namespace and
-    containerd address, whose id is the bundle's or whose cwd is a bundle of the namespace
-    (a grouped shim serves several bundles; with grouped=False, as before a kill, only the
-    bundle's own shim counts: its id or its cwd). Raise Unsafe otherwise.
+    """Prove `pid` is a live shim server process of `bundle` (shim_mismatch; `shared=False`,
+    as before a kill, accepts only the bundle's own shim). With `seen`, it must also still be
+    the process seen then (same start time): a PID reused since is another process. Raise
+    Unsafe otherwise.
 
     `known`: shims a find_shims scan just found, by pid; a pid not among them is looked up."""
     shim = known.get(pid) if known else None
@@ -237,17 +269,11 @@ def verify_shim(
         shim = shim_process(ref) if ref else None
     if shim is None:
         raise Unsafe(f"process {pid} is not a live shim server process")
-    if shim.namespace != namespace or shim.address != address:
-        raise Unsafe(
-            f"process {pid} is a shim of namespace {shim.namespace!r} at {shim.address!r}, "
-            f"not of {namespace!r} at {address!r}"
-        )
-    if grouped:
-        in_place = shim.cwd is not None and os.path.dirname(shim.cwd) == str(bundle.parent)
-    else:
-        in_place = shim.cwd == str(bundle)
-    if shim.id != bundle.name and not in_place:
-        raise Unsafe(f"process {pid} is the shim of {shim.id!r}, not of {bundle.name!r}")
+    if seen is not None and shim.ref != seen:
+        raise Unsafe(f"process {pid} is not the process seen before: its PID was reused")
+    why = shim_mismatch(shim, namespace=namespace, address=address, bundle=bundle, shared=shared)
+    if why is not None:
+        raise Unsafe(why)
     return shim
 
 

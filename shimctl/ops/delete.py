@@ -108,8 +108,9 @@ def _delete_without_shim(
     live = [
         shim
         for shim in processes.find_shims(s.address)
-        if shim.runs_in(bundle.namespace, bundle.path)
-        or (shim.namespace == bundle.namespace and shim.id == bundle.id)
+        if processes.is_shim_of(
+            shim, namespace=bundle.namespace, address=s.address, bundle=bundle.path
+        )
     ]
     if live and not force:
         pids = ", ".join(str(p.ref.pid) for p in live)

@@ -73,7 +73,7 @@ def exposition(
         namespaces = sorted({f.namespace for f in report.findings if f.namespace})
         # Every kind per namespace seen, zeros too: an alert on a kind needs no absent() rule.
         for ns in namespaces:
-            for kind in Kind.ALL:
+            for kind in Kind:
                 findings[(kind, ns)] = 0
         for f in report.findings:
             findings[(f.kind, f.namespace)] = findings.get((f.kind, f.namespace), 0) + 1

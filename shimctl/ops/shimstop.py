@@ -28,7 +28,11 @@ def connect_verified(
     namespace's or another containerd's shim must never get that shim shut down."""
     info = client.connect_info(id, timeout=settings.timeouts.load)
     processes.verify_shim(
-        info.shim_pid, namespace=namespace, address=settings.address, bundle=bundle_path
+        info.shim_pid,
+        namespace=namespace,
+        address=settings.address,
+        bundle=bundle_path,
+        shared=True,  # a sandbox's shim answers for its pod's bundles
     )
     return info
 
@@ -66,11 +70,11 @@ def shutdown(
     lingering = processes.shim_process(ref)
     # Only this bundle's own shim (by its argv) is stopped: Connect's pid is the shim's word,
     # and a shim that named another process must not get that one killed.
-    own = (
-        lingering is not None
-        and lingering.id == id
-        and lingering.namespace == client.namespace
-        and lingering.address == settings.address
+    own = lingering is not None and processes.is_shim_of(
+        lingering,
+        namespace=client.namespace,
+        address=settings.address,
+        bundle=settings.task_state / client.namespace / id,
     )
     if events_dead and own:
         processes.send_signal(ref, signal.SIGKILL)

@@ -158,7 +158,9 @@ def _undo_start(s: Settings, bundle: Bundle, boot: Bootstrap | None) -> None:
             with access.dial(s, boot, bundle.namespace) as client:
                 client.shutdown(bundle.id, timeout=s.timeouts.shutdown)
     for shim in processes.find_shims(s.address):
-        if shim.runs_in(bundle.namespace, bundle.path):
+        if processes.is_shim_of(
+            shim, namespace=bundle.namespace, address=s.address, bundle=bundle.path
+        ):
             processes.terminate(shim.ref, grace=s.timeouts.shutdown)
     if boot is not None:
         sockets.remove_if_stale(boot.address, s.socket_dir, settle=1.0)

@@ -1,24 +1,29 @@
 """Carry out planned actions. Each action re-checks its evidence under the state lock first,
-so an item that changed since inspection (a task created, a shim come back) is left alone."""
+so an item that changed since inspection (a task created, a shim come back) is left alone.
+
+Every action returns its own ActionResult: worker threads share nothing they write. An action
+is a generator of notes, so the notes made before a failure or a skip are kept."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from shimctl.errors import NotFound, ShimctlError, Unavailable, Unsafe
 from shimctl.faults import checkpoint
-from shimctl.models.findings import Action, Finding, Kind
+from shimctl.models.findings import Action, Kind, Outcome
 from shimctl.models.progress import ProgressFn, counted
 from shimctl.node import processes, sockets
 from shimctl.node.bundle import Bundle
 from shimctl.node.fs import is_within, remove_tree
 from shimctl.node.lock import state_lock
 from shimctl.ops import shimstop
-from shimctl.reconcile.plan import KEEP_ACTIONS
+from shimctl.reconcile.evidence import Item, locate
+from shimctl.reconcile.plan import Decision, Planned
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
 
@@ -28,6 +33,15 @@ Scan = list[processes.ShimProcess]
 """The shim processes found under the lock (scanned only when a dead-shim re-check needs it);
 every action takes it, only delete-dead uses it."""
 
+Notes = Iterator[str]
+"""What an action says as it goes (one note each), ending when the action is done."""
+
+
+class ActionResult(NamedTuple):
+    outcome: Outcome
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
 
 class Skip(Exception):
     """The item changed since inspection; leave it."""
@@ -35,120 +49,135 @@ class Skip(Exception):
 
 def apply(
     settings: Settings,
-    findings: list[Finding],
+    planned: Sequence[Planned],
     *,
     dry_run: bool,
     progress: ProgressFn | None = None,
-) -> None:
-    todo = [f for f in findings if f.action not in KEEP_ACTIONS]
+) -> list[ActionResult | None]:
+    """The result of each planned item's action, in the plan's order (None: no action)."""
+    results: list[ActionResult | None] = [None] * len(planned)
+    todo = [i for i, p in enumerate(planned) if p.decision.action.changes_anything]
     if not todo:
-        return
+        return results
     if dry_run:
-        for f in todo:
-            f.outcome = "dry-run"
-        return
+        for i in todo:
+            results[i] = ActionResult(Outcome.DRY_RUN)
+        return results
     with (
         state_lock(settings.task_state),
         ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(todo))) as pool,
     ):
         # One /proc scan under the lock serves every dead-shim re-check: no shimctl can start
         # a shim for an existing bundle meanwhile, and a dead process does not come back.
-        needs_scan = any(f.action == Action.DELETE_DEAD for f in todo)
+        needs_scan = any(planned[i].decision.action == Action.DELETE_DEAD for i in todo)
         shims = processes.find_shims(settings.address) if needs_scan else []
 
-        def run(f: Finding) -> None:
-            _run(settings, f, shims)
+        def run(i: int) -> ActionResult:
+            return _run(settings, planned[i], shims)
 
-        list(pool.map(counted(run, "apply", len(todo), progress), todo))
+        done = pool.map(counted(run, "apply", len(todo), progress), todo)
+        for i, result in zip(todo, done, strict=True):
+            results[i] = result
+    return results
 
 
-def _run(settings: Settings, f: Finding, shims: list[processes.ShimProcess]) -> None:
+def _run(settings: Settings, planned: Planned, shims: Scan) -> ActionResult:
+    item, decision = planned
+    notes: list[str] = []
     try:
-        _ACTIONS[f.action](settings, f, shims)
-        f.outcome = "done"
+        for note in _ACTIONS[decision.action](settings, item, decision, shims):
+            notes.append(note)
         checkpoint("gc:action-done")
+        return ActionResult(Outcome.DONE, None, tuple(notes))
     except Skip as why:
-        f.outcome = "skipped"
-        f.notes.append(str(why))
+        return ActionResult(Outcome.SKIPPED, None, (*notes, str(why)))
     except (ShimctlError, OSError) as err:
-        f.outcome = "failed"
-        f.error = str(err)
+        return ActionResult(Outcome.FAILED, str(err), tuple(notes))
 
 
-def _bundle(settings: Settings, f: Finding) -> Bundle:
-    bundle = Bundle.locate(settings.task_state, settings.task_root, f.namespace, f.id)
+def _bundle(settings: Settings, item: Item) -> Bundle:
+    bundle = locate(settings, item.namespace, item.id)
     if not bundle.exists():
         raise Skip("the bundle is already gone")
     return bundle
 
 
-def _delete_task(settings: Settings, f: Finding, _shims: Scan) -> None:
-    bundle = _bundle(settings, f)
+def _delete_verb(settings: Settings, bundle: Bundle) -> Notes:
+    said: list[str] = []  # shimstop reports through a list: passed on as they came
+    shimstop.run_delete_verb(settings, bundle, said)
+    yield from said
+
+
+def _delete_task(settings: Settings, item: Item, decision: Decision, _shims: Scan) -> Notes:
+    bundle = _bundle(settings, item)
     try:
-        _delete_task_through_shim(settings, f, bundle)
+        yield from _delete_task_through_shim(settings, item, decision, bundle)
     except Unavailable as err:
         # The shim died since inspection or while answering (containerd's ErrClosed; or a
         # crashed shimctl had already shut it down): clean it up as a dead one, re-verified.
-        f.notes.append(f"the shim went away ({err}); cleaned as dead")
+        yield f"the shim went away ({err}); cleaned as dead"
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
-        shimstop.run_delete_verb(settings, bundle, f.notes)
-    _remove_dead_socket(settings, f)
+        yield from _delete_verb(settings, bundle)
+    yield from _remove_dead_socket(settings, item)
     bundle.delete()
 
 
-def _remove_dead_socket(settings: Settings, f: Finding, *, settle: float = 0.0) -> None:
+def _remove_dead_socket(settings: Settings, item: Item, *, settle: float = 0.0) -> Notes:
     """A shim that died (or died mid-call) leaves its socket; a live one is not touched.
     Removed before the bundle: a run killed in between leaves the bundle, found dead again
     next time, never a socket no bundle names."""
-    if f.address and sockets.remove_if_stale(f.address, settings.socket_dir, settle=settle):
-        f.notes.append("removed its stale socket")
+    if item.address and sockets.remove_if_stale(item.address, settings.socket_dir, settle=settle):
+        yield "removed its stale socket"
 
 
-def _delete_task_through_shim(settings: Settings, f: Finding, bundle: Bundle) -> None:
+def _delete_task_through_shim(
+    settings: Settings, item: Item, decision: Decision, bundle: Bundle
+) -> Notes:
     from shimctl.shim.task import TaskClient
 
     boot = bundle.connection()
-    if boot is None and f.address is not None:
+    if boot is None and item.address is not None:
         # No connection file (a 2.x create interrupted after `start`): the address inspection
         # reached the shim at, derived from the shim's own argv.
-        boot = Bootstrap(address=f.address, version=f.api_version or 2)
+        boot = Bootstrap(address=item.address, version=item.api_version or 2)
     if boot is None:
         raise Skip("the bundle no longer has an address")
     t = settings.timeouts
     with TaskClient.connect(
-        boot.address, f.namespace, timeout=t.load, api_version=boot.version
+        boot.address, item.namespace, timeout=t.load, api_version=boot.version
     ) as client:
-        info = shimstop.connect_verified(client, f.id, bundle.path, f.namespace, settings)
-        if f.kind == Kind.LEAKED and f.task_status is None:
+        info = shimstop.connect_verified(client, item.id, bundle.path, item.namespace, settings)
+        if decision.kind == Kind.LEAKED and item.task_status is None:
             try:
-                pids = client.pids(f.id, timeout=t.load)
+                pids = client.pids(item.id, timeout=t.load)
                 raise Skip(f"a task appeared since inspection (pids {pids})")
             except NotFound:
                 pass
-        exit_ = shimstop.delete_task(client, f.id, settings)
+        exit_ = shimstop.delete_task(client, item.id, settings)
         checkpoint("gc:task-deleted")
         if exit_ is not None:
-            f.notes.append(f"task deleted (exit status {exit_.exit_status})")
-        if f.shutdown_shim and f.sandbox is None:
-            shimstop.shutdown(client, f.id, info.shim_pid, settings, f.notes)
+            yield f"task deleted (exit status {exit_.exit_status})"
+        if decision.shutdown_shim and item.sandbox is None:
+            said: list[str] = []
+            shimstop.shutdown(client, item.id, info.shim_pid, settings, said)
+            yield from said
             checkpoint("gc:shim-stopped")
         else:
-            f.notes.append("shared shim: not shut down")
+            yield "shared shim: not shut down"
 
 
 def _dead_shim_gone(
-    settings: Settings,
-    bundle: Bundle,
-    *,
-    wait: float = 0.0,
-    shims: list[processes.ShimProcess] | None = None,
+    settings: Settings, bundle: Bundle, *, wait: float = 0.0, shims: Scan | None = None
 ) -> None:
     """Re-verify: nothing answers on the bundle's address and no shim process of it lives
     (waiting up to `wait` seconds for a dying one to go). `shims`: a scan already made under
     the lock; None scans now."""
     # Processes first, then the socket: a dying shim's socket accepts until it has let go.
     for shim in processes.find_shims(settings.address) if shims is None else shims:
-        if shim.runs_in(bundle.namespace, bundle.path) and not processes.wait_gone(shim.ref, wait):
+        mine = processes.is_shim_of(
+            shim, namespace=bundle.namespace, address=settings.address, bundle=bundle.path
+        )
+        if mine and not processes.wait_gone(shim.ref, wait):
             raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
     boot = None
     with contextlib.suppress(ShimctlError):
@@ -158,89 +187,91 @@ def _dead_shim_gone(
         raise Skip("its socket accepts connections again")
 
 
-def _delete_dead(settings: Settings, f: Finding, shims: Scan) -> None:
-    bundle = _bundle(settings, f)
+def _delete_dead(settings: Settings, item: Item, _decision: Decision, shims: Scan) -> Notes:
+    bundle = _bundle(settings, item)
     _dead_shim_gone(settings, bundle, shims=shims)
-    shimstop.run_delete_verb(settings, bundle, f.notes)
+    yield from _delete_verb(settings, bundle)
     checkpoint("gc:verb-run")
-    _remove_dead_socket(settings, f)
+    yield from _remove_dead_socket(settings, item)
     bundle.delete()
 
 
-def _delete_bundle(settings: Settings, f: Finding, _shims: Scan) -> None:
-    bundle = _bundle(settings, f)
+def _delete_bundle(settings: Settings, item: Item, _decision: Decision, _shims: Scan) -> Notes:
+    bundle = _bundle(settings, item)
     try:
         if os.listdir(bundle.path):
             raise Skip("the bundle is no longer empty")
     except OSError:
         pass
     bundle.delete()
+    yield from ()
 
 
-def _remove(settings: Settings, f: Finding, _shims: Scan) -> None:
-    if f.kind == Kind.STALE_SOCKET:
-        if not (f.address and sockets.remove_if_stale(f.address, settings.socket_dir)):
+def _remove(settings: Settings, item: Item, decision: Decision, _shims: Scan) -> Notes:
+    if decision.kind == Kind.STALE_SOCKET:
+        if not (item.address and sockets.remove_if_stale(item.address, settings.socket_dir)):
             raise Skip("the socket is gone or accepts connections again")
         return
-    path = Path(f.path)
+    path = Path(item.path)
     top = settings.task_root if is_within(path, settings.task_root) else settings.task_state
     if not is_within(path, top):
         raise Unsafe(f"{path} is outside {settings.task_root} and {settings.task_state}")
-    if (
-        f.kind == Kind.ORPHAN_WORKDIR
-        and Bundle.locate(settings.task_state, settings.task_root, f.namespace, f.id).exists()
-    ):
+    if decision.kind == Kind.ORPHAN_WORKDIR and locate(settings, item.namespace, item.id).exists():
         raise Skip("its bundle exists now")
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
         os.unlink(path)  # a link or file in ROOT/<ns>: remove it, never follow it
         return
     remove_tree(path, within=top)
+    yield from ()
 
 
-def _shutdown_orphan(settings: Settings, f: Finding, _shims: Scan) -> None:
+def _shutdown_orphan(settings: Settings, item: Item, _decision: Decision, _shims: Scan) -> Notes:
     from shimctl.shim.task import TaskClient
 
-    assert f.address is not None and f.shim_pid is not None
-    ref = processes.ref_of(f.shim_pid)
-    if ref is None:
+    assert item.address is not None and item.shim_pid is not None
+    if item.shim is None or not processes.is_alive(item.shim):
         raise Skip("the process is gone")
     t = settings.timeouts
+    said: list[str] = []
     try:
         with TaskClient.connect(
-            f.address, f.namespace, timeout=t.load, api_version=f.api_version or 2
+            item.address, item.namespace, timeout=t.load, api_version=item.api_version or 2
         ) as client:
-            if client.connect_info(f.id, timeout=t.load).shim_pid != f.shim_pid:
+            if client.connect_info(item.id, timeout=t.load).shim_pid != item.shim_pid:
                 raise Skip("its socket is served by another process now")
             try:
-                client.pids(f.id, timeout=t.load)
+                client.pids(item.id, timeout=t.load)
                 raise Skip("it has a task now")
             except NotFound:
                 pass
-            if not shimstop.shutdown(client, f.id, f.shim_pid, settings, f.notes):
-                raise Unsafe(f"shim {f.shim_pid} still runs after Shutdown")
+            gone = shimstop.shutdown(client, item.id, item.shim_pid, settings, said)
     except Unavailable as err:
         raise Skip(f"it no longer answers: {err}") from None
+    yield from said
+    if not gone:
+        raise Unsafe(f"shim {item.shim_pid} still runs after Shutdown")
 
 
-def _kill_hung(settings: Settings, f: Finding, _shims: Scan) -> None:
-    bundle = _bundle(settings, f)
-    assert f.shim_pid is not None
+def _kill_hung(settings: Settings, item: Item, _decision: Decision, _shims: Scan) -> Notes:
+    bundle = _bundle(settings, item)
+    assert item.shim_pid is not None
     shim = processes.verify_shim(
-        f.shim_pid,
-        namespace=f.namespace,
+        item.shim_pid,
+        namespace=item.namespace,
         address=settings.address,
         bundle=bundle.path,
-        grouped=False,
+        shared=False,  # only the bundle's own shim is killed, never a pod's shared one
+        seen=item.shim,
     )
     if not processes.terminate(shim.ref, grace=settings.timeouts.shutdown):
-        raise Unsafe(f"shim {f.shim_pid} did not exit after SIGKILL")
-    f.notes.append(f"stopped hung shim {f.shim_pid}")
-    shimstop.run_delete_verb(settings, bundle, f.notes)
-    _remove_dead_socket(settings, f, settle=1.0)
+        raise Unsafe(f"shim {item.shim_pid} did not exit after SIGKILL")
+    yield f"stopped hung shim {item.shim_pid}"
+    yield from _delete_verb(settings, bundle)
+    yield from _remove_dead_socket(settings, item, settle=1.0)
     bundle.delete()
 
 
-_ACTIONS: dict[str, Callable[[Settings, Finding, Scan], None]] = {
+_ACTIONS: dict[Action, Callable[[Settings, Item, Decision, Scan], Notes]] = {
     Action.DELETE_DEAD: _delete_dead,
     Action.DELETE_TASK: _delete_task,
     Action.DELETE_BUNDLE: _delete_bundle,

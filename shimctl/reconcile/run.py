@@ -1,29 +1,35 @@
-"""list, load and gc: inspect the node, plan per command, apply (containerd's startup
-reconciliation on demand, and a safer garbage collector). Returns a ReconcileReport; never
-prints. Separate from manager.py so these commands import nothing start and delete need
-(the shim binary protocol, subprocess, the log fifo drain)."""
+"""list, load and gc: collect the evidence of the node, plan per command, apply (containerd's
+startup reconciliation on demand, and a safer garbage collector). Returns a ReconcileReport;
+never prints. Separate from ops/manager.py so these commands import nothing start and delete
+need (the shim binary protocol, subprocess, the log fifo drain)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from shimctl.errors import FailedPrecondition
 from shimctl.faults import checkpoint
-from shimctl.models.findings import Finding, ReconcileReport
+from shimctl.models.findings import Finding, Kind, Mode, Outcome, ReconcileReport
 from shimctl.models.progress import ProgressFn
 from shimctl.node import identifiers, sockets
 from shimctl.settings import Settings
+
+if TYPE_CHECKING:
+    from shimctl.reconcile.apply import ActionResult
+    from shimctl.reconcile.plan import Planned
 
 
 class Reconciler:
     def __init__(self, settings: Settings, *, progress: ProgressFn | None = None) -> None:
         self.settings = settings
-        # Called as inspect and apply go (render.py shows a bar on a terminal).
+        # Called as collection and apply go (the console shows a bar on a terminal).
         self.progress = progress
 
     def list(self) -> ReconcileReport:
         """Inspect and classify everything; change nothing."""
-        return self._reconcile("list", dry_run=True)
+        return self._reconcile(Mode.LIST, dry_run=True)
 
     def load(self, *, dry_run: bool = False, force: bool = False) -> ReconcileReport:
         """containerd's startup reconciliation, run on demand. Refused while a containerd
@@ -35,37 +41,69 @@ class Reconciler:
                 f"containerd answers at {s.address}: it owns this state",
                 hint="use `shimctl gc` next to a live containerd, or pass --force",
             )
-        return self._reconcile("load", dry_run=dry_run)
+        return self._reconcile(Mode.LOAD, dry_run=dry_run)
 
     def gc(
         self, *, dry_run: bool = False, min_age: float = 300.0, kill_hung: bool = False
     ) -> ReconcileReport:
         """Clean provable garbage older than `min_age`; safe next to a live containerd."""
-        return self._reconcile("gc", dry_run=dry_run, min_age=min_age, kill_hung=kill_hung)
+        return self._reconcile(Mode.GC, dry_run=dry_run, min_age=min_age, kill_hung=kill_hung)
 
     def _reconcile(
-        self, mode: str, *, dry_run: bool, min_age: float = 0.0, kill_hung: bool = False
+        self, mode: Mode, *, dry_run: bool, min_age: float = 0.0, kill_hung: bool = False
     ) -> ReconcileReport:
-        from shimctl.reconcile import evidence, plan
+        from shimctl.reconcile import collect, plan
 
         started = time.monotonic()
         s = self.settings
         if s.namespace_given:
             identifiers.validate_namespace(s.namespace)
-        inventory = evidence.collect(s, progress=self.progress)
-        findings = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
+        inventory = collect.collect(s, progress=self.progress)
+        planned = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
         checkpoint(f"{mode}:planned")
-        if mode != "list":
+        results: Sequence[ActionResult | None] = [None] * len(planned)
+        if mode != Mode.LIST:
             from shimctl.reconcile import apply
 
-            apply.apply(s, findings, dry_run=dry_run, progress=self.progress)
+            results = apply.apply(s, planned, dry_run=dry_run, progress=self.progress)
+        findings = assemble(planned, results)
         return summarize(mode, dry_run, findings, time.monotonic() - started)
 
 
+def assemble(planned: Sequence[Planned], results: Sequence[ActionResult | None]) -> list[Finding]:
+    """The findings output shows: each item's evidence, decision and outcome together."""
+    return [finding(p, r) for p, r in zip(planned, results, strict=True)]
+
+
+def finding(planned: Planned, result: ActionResult | None) -> Finding:
+    item, decision = planned
+    return Finding(
+        kind=decision.kind,
+        namespace=item.namespace,
+        id=item.id,
+        path=item.path,
+        reason=decision.reason,
+        action=decision.action,
+        shim_pid=item.shim_pid,
+        task_pids=list(item.task_pids),
+        task_status=item.task_status,
+        runtime=item.runtime,
+        address=item.address,
+        api_version=item.api_version,
+        protocol=item.protocol,
+        age_seconds=item.age_seconds,
+        sandbox=item.sandbox,
+        shutdown_shim=decision.shutdown_shim,
+        outcome=result.outcome if result else None,
+        error=result.error if result else None,
+        notes=[*decision.notes, *(result.notes if result else ())],
+    )
+
+
 def summarize(
-    mode: str, dry_run: bool, findings: list[Finding], duration: float
+    mode: Mode, dry_run: bool, findings: list[Finding], duration: float
 ) -> ReconcileReport:
-    counts: dict[str, int] = {}
+    counts: dict[Kind, int] = {}
     actions: dict[str, int] = {}
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1
@@ -79,5 +117,5 @@ def summarize(
         duration_seconds=round(duration, 3),
         counts=counts,
         actions=actions,
-        errors=sum(1 for f in findings if f.outcome == "failed"),
+        errors=sum(1 for f in findings if f.outcome == Outcome.FAILED),
     )

@@ -249,21 +249,23 @@ def test_gc_cleans_a_leaked_shim_that_died_between_plan_and_action(
     (a gc killed mid-action had already shut it down). Under the lock the action finds the
     socket refusing and cleans the bundle as a dead shim's instead of failing."""
     from shimctl.models.findings import Action, Kind
-    from shimctl.reconcile import apply, evidence, plan
+    from shimctl.reconcile import apply, collect, plan, run
     from shimctl.settings import Settings
 
     pid = started.process(start_shim(node, "lk")["shim_pid"])
     settings = Settings(
         root=node.root, state=node.state, address=node.address, namespace_given=True
     )
-    planned = plan.plan(evidence.collect(settings), mode="gc", min_age=0)
-    (f,) = [f for f in planned if f.id == "lk"]
+    planned = plan.plan(collect.collect(settings), mode="gc", min_age=0)
+    (lk,) = [p for p in planned if p.item.id == "lk"]
+    f = lk.decision
     assert (f.kind, f.action) == (Kind.LEAKED, Action.DELETE_TASK)
 
     os.kill(pid, signal.SIGKILL)  # our own shim, started above: its socket stays, refusing
     assert wait_gone(pid, None)
     assert derived_socket(node, "lk").is_socket()
-    apply.apply(settings, planned, dry_run=False)
+    results = apply.apply(settings, planned, dry_run=False)
+    f = run.finding(lk, results[planned.index(lk)])
 
     assert f.outcome == "done", (f.outcome, f.error)
     assert any("cleaned as dead" in note for note in f.notes), f.notes

@@ -15,7 +15,7 @@ from google.protobuf import any_pb2
 
 from shimctl.errors import InvalidArgument
 from shimctl.ops import journal as events
-from shimctl.reconcile.evidence import namespaces
+from shimctl.reconcile.walk import namespaces
 from shimctl.settings import Settings
 from tests.support.helpers import Node, run_cli
 

@@ -1,0 +1,70 @@
+"""Collect the evidence of a node: walk STATE/ROOT, read each bundle and probe its shim as it
+is read, scan /proc and the socket dir meanwhile, then judge the answers and attach live
+processes. Read-only: nothing here changes a file or signals a process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from shimctl.models.progress import ProgressFn
+from shimctl.node import processes
+from shimctl.reconcile.evidence import BundleEvidence, Inventory, Leftover, read_bundle
+from shimctl.reconcile.probe import Probing, judge_all
+from shimctl.reconcile.processes import attach_processes, orphan_processes
+from shimctl.reconcile.stale_sockets import stale_sockets
+from shimctl.reconcile.walk import namespaces, walk
+from shimctl.settings import Settings
+
+
+def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Inventory:
+    """Walk and probe everything in scope."""
+    now = time.time()
+    scope = namespaces(settings)
+    found = walk(settings, scope, now)
+    bundles: list[BundleEvidence] = []
+    runtime_problems: dict[str, str | None] = {}  # most bundles share one shim binary
+    probing = Probing(settings, len(found.bundle_dirs), progress)
+    for ns, name in found.bundle_dirs:
+        ev = read_bundle(settings, ns, name, now, runtime_problems)
+        bundles.append(ev)
+        probing.add(ev)
+    scans = _Scans(settings, bundles, now)
+    answered = probing.finish()
+    shims, sockets = scans.result()
+    known = {shim.ref.pid: shim for shim in shims}
+    judge_all(settings, answered, known)
+    attach_processes(settings, bundles, known)
+    orphans = orphan_processes(settings, bundles, scope, now, shims)
+    return Inventory(bundles, found.leftovers + orphans + sockets)
+
+
+class _Scans(threading.Thread):
+    """The /proc scan and the stale-socket scan, on a second thread while the prober waits
+    for the shims' answers. One scan serves three purposes: who answered, live processes of
+    silent bundles, and orphans. A process that starts or exits meanwhile is judged
+    conservatively (an answering PID the scan missed is looked up; a live one counts as
+    live), and every action re-checks under the state lock anyway."""
+
+    def __init__(self, settings: Settings, bundles: list[BundleEvidence], now: float) -> None:
+        super().__init__(name="shimctl-scan", daemon=True)
+        self.settings, self.bundles, self.now = settings, bundles, now
+        self.shims: list[processes.ShimProcess] = []
+        self.sockets: list[Leftover] = []
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.shims = processes.find_shims(self.settings.address)
+            if not self.settings.namespace_given:
+                # The socket dir is shared by all namespaces; only a node-wide run looks at it.
+                self.sockets = stale_sockets(self.settings, self.bundles, self.now)
+        except BaseException as err:  # re-raised in the caller's thread
+            self.error = err
+
+    def result(self) -> tuple[list[processes.ShimProcess], list[Leftover]]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.shims, self.sockets
