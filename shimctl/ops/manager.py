@@ -33,13 +33,21 @@ from shimctl.ops import shimstop
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 from shimctl.shim import binary
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
-from shimctl.shim.logfifo import LogDrain
+from shimctl.shim.logfifo import LogDrain, LogSink
 from shimctl.shim.task import Exit, TaskClient, validate_any
 
 
 class ShimManager:
-    def __init__(self, settings: Settings, *, progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: ProgressFn | None = None,
+        log_sink: LogSink | None = None,
+    ) -> None:
         self.settings = settings
+        # With --debug, where the shim's log goes while it starts (the CLI's console).
+        self.log_sink = log_sink
         # Called as inspect and apply go (render.py shows a bar on a terminal).
         self.progress = progress
 
@@ -90,7 +98,7 @@ class ShimManager:
             shim = binary.ShimBinary.for_settings(s, runtime_path, bundle.namespace, id)
             boot: Bootstrap | None = None
             try:
-                with LogDrain(bundle.open_log_fifo(), echo=s.debug):
+                with LogDrain(bundle.open_log_fifo(), sink=self.log_sink if s.debug else None):
                     output = binary.run_start(
                         shim, bundle.path, options=options, timeout=s.timeouts.start
                     )
@@ -149,7 +157,7 @@ class ShimManager:
                 bundle.write_sandbox(sandbox_id)
                 self._write_connection(bundle, boot)
                 fd = bundle.open_log_fifo()
-                with LogDrain(fd, echo=False), self._dial(boot, bundle.namespace) as client:
+                with LogDrain(fd, sink=None), self._dial(boot, bundle.namespace) as client:
                     info = shimstop.connect_verified(
                         client, bundle.id, sandbox.path, bundle.namespace, s
                     )
