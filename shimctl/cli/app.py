@@ -52,7 +52,10 @@ def main(
     publish_binary: str | None,
     debug: bool,
 ) -> None:
-    """Manage containerd runtime-v2 shims on containerd's root and state directories."""
+    """Manage containerd runtime-v2 shims on containerd's root and state directories.
+
+    Global options may also follow the command name (`shimctl list --root DIR`).
+    """
     o = cli_context(ctx)
     o.config, o.root, o.state, o.namespace = config, root, state, namespace
     o.address, o.ttrpc_address, o.publish_binary = address, ttrpc_address, publish_binary
@@ -77,9 +80,58 @@ def run_main(args: list[str] | None = None) -> int:
 
         Console().interrupted()
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # click's own output (--help) into a closed pipe
+        return ExitCode.BROKEN_PIPE
+    except SystemExit:
+        from click.utils import PacifyFlushWrapper
+
+        # On EPIPE click swaps stdout for a PacifyFlushWrapper and exits 1 (Command.main in
+        # click/core.py); that is a reader that went away.
+        if isinstance(sys.stdout, PacifyFlushWrapper):
+            return ExitCode.BROKEN_PIPE
+        raise
+    except OSError as err:  # ... or into a full disk
+        return _output_failed(err)
     if rv is None:  # --help, --version
         return ExitCode.OK
     return int(rv)
+
+
+def flush_output(code: int) -> int:
+    """Flush stdout; output that cannot be written fails the run, buffered or not. A reader
+    that went away ends it quietly with BROKEN_PIPE; any other error (ENOSPC, EIO) is reported.
+    A failing command keeps its own status."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return code or ExitCode.BROKEN_PIPE
+    except OSError as err:
+        _discard_stdout()
+        return code or _output_failed(err)
+    except ValueError:  # stdout was closed by someone: nothing more to flush
+        pass
+    return code
+
+
+def _output_failed(err: OSError) -> ExitCode:
+    from shimctl.errors import Unknown
+    from shimctl.output.console import Console
+
+    _discard_stdout()
+    Console().error(Unknown(f"cannot write output: {err.strerror or err}"))
+    return ExitCode.UNKNOWN
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null: what is still buffered cannot fail again at exit (the advice
+    of https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def entry() -> None:
@@ -96,6 +148,8 @@ def entry() -> None:
         code = run_main()
     except SystemExit as done:  # shell completion ends through click's own sys.exit
         code = done.code
+    if code is None or isinstance(code, int):
+        code = flush_output(code or ExitCode.OK)
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
     if code is None:
@@ -103,7 +157,6 @@ def entry() -> None:
     elif not isinstance(code, int):
         sys.stderr.write(f"{code}\n")  # what the interpreter does with a non-int exit value
         code = ExitCode.UNKNOWN
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: output lost anyway
-            stream.flush()
+    with contextlib.suppress(OSError, ValueError):  # stderr is all that is left to tell
+        sys.stderr.flush()
     os._exit(code)

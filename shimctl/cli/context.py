@@ -34,7 +34,9 @@ class CliContext:
     def config_path(self) -> Path | None:
         return Path(self.config) if self.config else None
 
-    def settings(self) -> Settings:
+    def settings(self, *, existing_dirs: bool = True) -> Settings:
+        """Settings for a command; with `existing_dirs` (all but doctor, version and publish)
+        root and state must be absolute paths of directories that exist."""
         from shimctl.settings import build_settings
 
         return build_settings(
@@ -47,6 +49,7 @@ class CliContext:
             publish_binary=self.publish_binary,
             debug=self.debug,
             timeout=self.timeout,
+            existing_dirs=existing_dirs,
         )
 
     def console(self, *, quiet: bool = False) -> Console:

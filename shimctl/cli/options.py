@@ -10,6 +10,13 @@ import click
 
 from shimctl.cli.completion import complete_namespace
 from shimctl.cli.context import cli_context
+from shimctl.settings import (
+    DEFAULT_ADDRESS,
+    DEFAULT_CONFIG,
+    DEFAULT_NAMESPACE,
+    DEFAULT_ROOT,
+    DEFAULT_STATE,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,53 +56,91 @@ def timeout_option(f: F) -> F:
     )(f)
 
 
+# The global options: (flags, dest, metavar or None for a flag, help). Help texts name the
+# built-in defaults; containerd's config file (read only when a command runs, not for --help)
+# takes precedence over them.
+_GLOBALS: list[tuple[tuple[str, ...], str, str | None, str]] = [
+    (
+        ("--config",),
+        "config",
+        "FILE",
+        "containerd's config.toml to read root, state, address and timeouts from "
+        f"[default: {DEFAULT_CONFIG}, if present]",
+    ),
+    (
+        ("--root",),
+        "root",
+        "DIR",
+        f"containerd's root dir, absolute [default: {DEFAULT_ROOT}, or root in the config]",
+    ),
+    (
+        ("--state",),
+        "state",
+        "DIR",
+        f"containerd's state dir, absolute [default: {DEFAULT_STATE}, or state in the config]",
+    ),
+    (
+        ("-n", "--namespace"),
+        "namespace",
+        "NS",
+        f"Namespace [default: {DEFAULT_NAMESPACE}]; without -n, list, load, gc and events "
+        "cover every namespace.",
+    ),
+    (
+        ("--address",),
+        "address",
+        "PATH",
+        "containerd's gRPC socket, passed to shims "
+        f"[default: {DEFAULT_ADDRESS}, or grpc.address in the config]",
+    ),
+    (
+        ("--ttrpc-address",),
+        "ttrpc_address",
+        "PATH",
+        "containerd's ttrpc socket [default: the address + .ttrpc, or ttrpc.address in the config]",
+    ),
+    (
+        ("--publish-binary",),
+        "publish_binary",
+        "PATH",
+        "Binary shims call to publish events [default: containerd on PATH, else shimctl]",
+    ),
+    (("--debug",), "debug", None, "Pass -debug to shims; log to stderr."),
+]
+
+
 def global_options(f: F) -> F:
     """The root group's options; each reads its SHIMCTL_* variable when not given."""
-    decorators = [
-        click.option(
-            "--config",
-            envvar="SHIMCTL_CONFIG",
-            metavar="FILE",
-            help="containerd's config.toml to read root, state, address and timeouts from "
-            "(default /etc/containerd/config.toml, if present).",
-        ),
-        click.option("--root", envvar="SHIMCTL_ROOT", metavar="DIR", help="containerd's root dir."),
-        click.option(
-            "--state", envvar="SHIMCTL_STATE", metavar="DIR", help="containerd's state dir."
-        ),
-        click.option(
-            "-n",
-            "--namespace",
-            envvar="SHIMCTL_NAMESPACE",
-            metavar="NS",
-            shell_complete=complete_namespace,
-            help="Namespace (default).",
-        ),
-        click.option(
-            "--address",
-            envvar="SHIMCTL_ADDRESS",
-            metavar="PATH",
-            help="containerd's gRPC socket, passed to shims (/run/containerd/containerd.sock).",
-        ),
-        click.option(
-            "--ttrpc-address",
-            envvar="SHIMCTL_TTRPC_ADDRESS",
-            metavar="PATH",
-            help="containerd's ttrpc socket (default: address + .ttrpc).",
-        ),
-        click.option(
-            "--publish-binary",
-            envvar="SHIMCTL_PUBLISH_BINARY",
-            metavar="PATH",
-            help="Binary shims call to publish events (default: containerd on PATH).",
-        ),
-        click.option(
-            "--debug",
-            is_flag=True,
-            envvar="SHIMCTL_DEBUG",
-            help="Pass -debug to shims; log to stderr.",
-        ),
-    ]
-    for decorate in reversed(decorators):
-        f = decorate(f)
+    for flags, dest, metavar, help in reversed(_GLOBALS):
+        envvar = f"SHIMCTL_{dest.upper()}"
+        if metavar is None:
+            f = click.option(*flags, dest, is_flag=True, envvar=envvar, help=help)(f)
+        else:
+            complete = complete_namespace if dest == "namespace" else None
+            f = click.option(
+                *flags, dest, envvar=envvar, metavar=metavar, shell_complete=complete, help=help
+            )(f)
     return f
+
+
+def global_options_after(*, except_: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """The global options once more, accepted after the command name too (`shimctl list
+    --root DIR` is what people type). Hidden from the command's help, not read from the
+    environment (the group did that): given here, a value overrides what came before it."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: object) -> object:
+        if value is not None and value is not False and param.name is not None:
+            setattr(cli_context(ctx), param.name, value)
+        return value
+
+    def decorate(f: F) -> F:
+        for flags, dest, metavar, _help in reversed(_GLOBALS):
+            if dest in except_:
+                continue
+            kwargs: dict[str, Any] = {"is_flag": True} if metavar is None else {"metavar": metavar}
+            f = click.option(
+                *flags, dest, expose_value=False, hidden=True, callback=store, **kwargs
+            )(f)
+        return f
+
+    return decorate

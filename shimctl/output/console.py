@@ -10,6 +10,7 @@ only when it will be used.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -78,12 +79,15 @@ class Console:
 
     # -- stderr ---------------------------------------------------------------------------------
 
-    def error(self, err: ShimctlError) -> None:
+    def error(self, err: ShimctlError, *, document: bool = True) -> None:
+        """The error on stderr; with --json also as the run's JSON document, unless the run
+        printed its document already (`document=False`)."""
         self.stderr.write(f"shimctl: error: {printable(err.message, keep=MULTILINE)}\n")
         if err.hint:
             self.stderr.write(f"shimctl: hint: {printable(err.hint, keep=MULTILINE)}\n")
-        if self.json_output:
-            self.stdout.write(jsondoc.error_document(err))
+        if self.json_output and document:
+            with contextlib.suppress(OSError):  # stdout itself may be what failed
+                self.stdout.write(jsondoc.error_document(err))
 
     def warn(self, message: str) -> None:
         self.stderr.write(f"shimctl: warning: {printable(message, keep=MULTILINE)}\n")

@@ -9,7 +9,7 @@ import click
 from shimctl.cli.completion import complete_task_id
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import run
-from shimctl.cli.options import CONTEXT, json_option, timeout_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option, timeout_option
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 )
 @json_option
 @timeout_option
+@global_options_after()
 @pass_cli
 def command(cli: CliContext, task_id: str, force: bool) -> ExitCode:
     """Delete task ID: its task, its shim and its bundle."""

@@ -8,7 +8,7 @@ import click
 
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import run
-from shimctl.cli.options import CONTEXT, json_option, timeout_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option, timeout_option
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 )
 @json_option
 @timeout_option
+@global_options_after()
 @pass_cli
 def command(cli: CliContext) -> ExitCode:
 
     def action(console: Console) -> ExitCode:
         from shimctl.ops import doctor as checks
 
-        rep = checks.run(cli.settings(), config=cli.config_path)
+        rep = checks.run(cli.settings(existing_dirs=False), config=cli.config_path)
         console.doctor(rep)
         return ExitCode.FAILED_PRECONDITION if rep.failed else ExitCode.OK
 

@@ -8,7 +8,7 @@ import click
 
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import run
-from shimctl.cli.options import CONTEXT, json_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 @click.command("events", context_settings=CONTEXT)
 @click.option("--topic", metavar="TOPIC", help="Only events of this topic.")
 @json_option
+@global_options_after()
 @pass_cli
 def command(cli: CliContext, topic: str | None) -> ExitCode:
     """Print the events journal that `shimctl publish` keeps (all namespaces unless -n)."""

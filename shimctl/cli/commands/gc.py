@@ -10,8 +10,8 @@ import click
 from shimctl import __version__
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import report_exit, run
-from shimctl.cli.options import CONTEXT, json_option, timeout_option
-from shimctl.errors import ExitCode, ShimctlError
+from shimctl.cli.options import CONTEXT, global_options_after, json_option, timeout_option
+from shimctl.errors import ExitCode, ShimctlError, Unknown
 
 if TYPE_CHECKING:
     from shimctl.output.console import Console
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 )
 @json_option
 @timeout_option
+@global_options_after()
 @pass_cli
 def command(
     cli: CliContext,
@@ -55,7 +56,15 @@ def command(
         from shimctl.reconcile.run import Reconciler
         from shimctl.settings import parse_duration
 
-        target = metrics.check_target(Path(metrics_file)) if metrics_file else None
+        # A metrics path that cannot be written does not stop the cleaning: gc runs, then the
+        # metrics failure is reported and fails the exit (a cron line or a unit shows it).
+        target: Path | None = None
+        metrics_error: ShimctlError | None = None
+        if metrics_file:
+            try:
+                target = metrics.check_target(Path(metrics_file))
+            except ShimctlError as err:
+                metrics_error = err
         try:
             settings = cli.settings()
             with console.progress(enabled=not quiet) as bar:
@@ -67,8 +76,19 @@ def command(
                 metrics.record_gc(target, None, version=__version__, run_error=str(err))
             raise
         if target is not None:
-            metrics.record_gc(target, rep, version=__version__)
+            try:
+                metrics.record_gc(target, rep, version=__version__)
+            except ShimctlError as err:
+                metrics_error = err
+            except OSError as err:
+                metrics_error = Unknown(
+                    f"cannot write --metrics-file {target}: {err.strerror or err}"
+                )
         console.report(rep)
-        return report_exit(rep)
+        code = report_exit(rep)
+        if metrics_error is not None:
+            console.error(metrics_error, document=False)
+            return code or metrics_error.exit_code
+        return code
 
     return run(cli, action, quiet=quiet)

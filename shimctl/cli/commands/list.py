@@ -8,7 +8,7 @@ import click
 
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import report_exit, run
-from shimctl.cli.options import CONTEXT, json_option, timeout_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option, timeout_option
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 @click.command("list", context_settings=CONTEXT)
 @json_option
 @timeout_option
+@global_options_after()
 @pass_cli
 def command(cli: CliContext) -> ExitCode:
     """Show every bundle, shim and leftover with its kind. Changes nothing."""

@@ -8,7 +8,7 @@ import click
 
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import report_exit, run
-from shimctl.cli.options import CONTEXT, json_option, timeout_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option, timeout_option
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 @click.option("--force", is_flag=True, help="Run even though a containerd answers at --address.")
 @json_option
 @timeout_option
+@global_options_after()
 @pass_cli
 def command(cli: CliContext, dry_run: bool, force: bool) -> ExitCode:
     """containerd's startup reconciliation, on demand (for a stopped containerd)."""

@@ -9,7 +9,7 @@ import click
 from shimctl.cli.completion import complete_task_id
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import run
-from shimctl.cli.options import CONTEXT
+from shimctl.cli.options import CONTEXT, global_options_after
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     metavar="DURATION",
     help="Without --follow: stop once nothing arrived for this long.",
 )
+@global_options_after()
 @pass_cli
 def command(cli: CliContext, task_id: str, follow: bool, idle: str) -> ExitCode:
     """Copy what task ID's shim writes to its log fifo to stdout, as containerd does.

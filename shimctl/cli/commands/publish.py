@@ -9,7 +9,7 @@ import click
 from shimctl.cli.completion import complete_namespace
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import run
-from shimctl.cli.options import CONTEXT, json_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option
 from shimctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     help="Namespace of the event.",
 )
 @json_option
+@global_options_after(except_=("namespace",))
 @pass_cli
 def command(cli: CliContext, topic: str, event_namespace: str) -> ExitCode:
     """Record an event a shim publishes (a protobuf Any on stdin) in the events journal.
@@ -38,7 +39,9 @@ def command(cli: CliContext, topic: str, event_namespace: str) -> ExitCode:
         from shimctl.ops import journal
 
         data = click.get_binary_stream("stdin").read(journal.MAX_EVENT_BYTES + 1)
-        event = journal.publish(cli.settings(), topic=topic, namespace=event_namespace, data=data)
+        event = journal.publish(
+            cli.settings(existing_dirs=False), topic=topic, namespace=event_namespace, data=data
+        )
         console.publish(event)
         return ExitCode.OK
 

@@ -10,7 +10,7 @@ import click
 from shimctl.cli.completion import complete_task_id
 from shimctl.cli.context import CliContext, pass_cli
 from shimctl.cli.exits import run
-from shimctl.cli.options import CONTEXT, json_option, timeout_option
+from shimctl.cli.options import CONTEXT, global_options_after, json_option, timeout_option
 from shimctl.errors import ExitCode
 from shimctl.settings import DEFAULT_RUNTIME
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 )
 @json_option
 @timeout_option
+@global_options_after()
 @pass_cli
 def command(
     cli: CliContext,

@@ -74,7 +74,8 @@ def test_environment_fills_what_flags_do_not(
 
 
 def test_settings_are_built_from_the_context(clean_env: None) -> None:
-    settings = CliContext(root="/r", state="/s", namespace="ns1", timeout=2.0).settings()
+    cli = CliContext(root="/r", state="/s", namespace="ns1", timeout=2.0)
+    settings = cli.settings(existing_dirs=False)
     assert (settings.root, settings.state) == (Path("/r"), Path("/s"))
     assert (settings.namespace, settings.namespace_given) == ("ns1", True)
     assert settings.timeouts.load == 2.0

@@ -163,10 +163,10 @@ def test_gc_metrics_file_success_partial_failure_and_total_failure(node: Node) -
     assert sorted(os.listdir(prom.parent)) == ["shimctl.prom"]
 
 
-def test_gc_metrics_dir_missing_refused_before_acting(node: Node) -> None:
+def test_gc_metrics_dir_missing_cleans_then_fails(node: Node) -> None:
     node.workdir("w1").mkdir(parents=True)
     missing = node.base / "nowhere" / "shimctl.prom"
     proc = run_cli(node, "-n", "default", "gc", "--min-age", "0", "--metrics-file", str(missing))
     assert proc.returncode == ExitCode.INVALID_ARGUMENT
     assert "does not exist" in proc.stderr
-    assert node.workdir("w1").is_dir()  # gc did not run
+    assert not node.workdir("w1").exists()  # gc ran: the metrics failure comes afterwards

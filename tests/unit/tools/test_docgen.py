@@ -109,6 +109,9 @@ def test_complete_ids_and_namespaces(node: Node, clean_env: None) -> None:
     assert _complete(node, [*state, "-n"]) == ["default", "k8s.io"]
     assert _complete(node, [*state, "-n"], "k8") == ["k8s.io"]
     assert _complete(node, [*state, "publish", "--namespace"]) == ["default", "k8s.io"]
+    # Global options after the command count too.
+    assert _complete(node, ["delete", *state]) == ["c1", "c2"]
+    assert _complete(node, ["logs", *state, "-n", "k8s.io"]) == ["p1"]
 
 
 def test_complete_state_from_env_and_config(
