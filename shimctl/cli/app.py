@@ -7,24 +7,13 @@ No file-system or socket work here. Commands (shimctl/cli/commands/) return an E
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from shimctl import __version__
-from shimctl.cli.commands import (
-    delete,
-    doctor,
-    events,
-    gc,
-    load,
-    logs,
-    publish,
-    start,
-    version,
-)
-from shimctl.cli.commands import list as list_
 from shimctl.cli.completion import register_fish
 from shimctl.cli.context import cli_context
 from shimctl.cli.options import CONTEXT, global_options, json_option, timeout_option
@@ -34,7 +23,40 @@ if "_SHIMCTL_COMPLETE" in os.environ:  # a shell asking for completions: only th
     register_fish()
 
 
-@click.group(context_settings=CONTEXT)
+# Command name -> its module under shimctl.cli.commands.
+COMMANDS = {
+    name: name
+    for name in (
+        "start",
+        "delete",
+        "list",
+        "load",
+        "gc",
+        "logs",
+        "publish",
+        "events",
+        "version",
+        "doctor",
+    )
+}
+
+
+class CommandGroup(click.Group):
+    """The root group. A command's module is imported only when that command is asked for
+    (click's "lazily loading subcommands" pattern): `shimctl start` does not import the other
+    nine, `--help` imports them all to show their help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"shimctl.cli.commands.{COMMANDS[cmd_name]}")
+            self.add_command(module.command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=CommandGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="shimctl")
 @global_options
 @json_option
@@ -60,10 +82,6 @@ def main(
     o.config, o.root, o.state, o.namespace = config, root, state, namespace
     o.address, o.ttrpc_address, o.publish_binary = address, ttrpc_address, publish_binary
     o.debug = debug
-
-
-for _module in (start, delete, list_, load, gc, logs, publish, events, version, doctor):
-    main.add_command(_module.command)
 
 
 def run_main(args: list[str] | None = None) -> int:

@@ -41,10 +41,12 @@ def test_docgen_check_mode(tmp_path: Path) -> None:
 def test_schema_covers_every_reporting_command() -> None:
     group = main
     assert isinstance(group, click.Group)
+    ctx = click.Context(group)
+    commands = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
     json_commands = {
         name
-        for name, cmd in group.commands.items()
-        if any(p.name == "json_output" for p in cmd.params)
+        for name, cmd in commands.items()
+        if cmd is not None and any(p.name == "json_output" for p in cmd.params)
     }
     assert json_commands == set(docgen.RESULTS)
 
