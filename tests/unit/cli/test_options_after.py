@@ -69,16 +69,10 @@ def test_after_the_command_beats_env_and_before(node: Node, where: str) -> None:
 
 def test_a_flag_before_the_command_beats_the_environment(node: Node) -> None:
     wrong = str(node.base / "wrong")
-    proc = shimctl(
-        node,
-        "--state",
-        str(node.state),
-        "--root",
-        str(node.root),
-        "list",
-        env={"SHIMCTL_STATE": wrong},
-    )
+    dirs = ["--state", str(node.state), "--root", str(node.root)]
+    proc = shimctl(node, *dirs, "-n", "default", "list", env={"SHIMCTL_STATE": wrong})
     assert proc.returncode == ExitCode.OK, proc.stderr
+    assert proc.stdout == "no shims, bundles or leftovers found\n"
 
 
 def test_publish_keeps_its_own_namespace_option(node: Node) -> None:
