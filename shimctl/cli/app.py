@@ -55,6 +55,15 @@ class CommandGroup(click.Group):
             self.add_command(module.command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and args[0] not in COMMANDS:
+            # Not a command: load them all, so that click's "Did you mean ...?" sees them.
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
 
 @click.group(cls=CommandGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="shimctl")
@@ -91,7 +100,7 @@ def run_main(args: list[str] | None = None) -> int:
     except click.ClickException as err:  # usage errors: click's message, exit 2
         from shimctl.output.console import Console
 
-        Console().usage_error(err.show)
+        Console().usage_error(err)
         return err.exit_code
     except click.Abort:  # Ctrl-C or EOF while click itself was prompting or parsing
         from shimctl.output.console import Console

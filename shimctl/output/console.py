@@ -20,9 +20,17 @@ from shimctl.output import jsondoc
 from shimctl.output.text import MULTILINE, age, printable, short_runtime, table
 
 if TYPE_CHECKING:
+    from click import ClickException
+
     from shimctl.errors import ShimctlError
     from shimctl.models.findings import ReconcileReport
-    from shimctl.models.info import DoctorReport, Event, EventsResult, VersionInfo
+    from shimctl.models.info import (
+        ComponentVersion,
+        DoctorReport,
+        Event,
+        EventsResult,
+        VersionInfo,
+    )
     from shimctl.models.results import DeleteResult, StartResult
     from shimctl.output.progress import ProgressBar
 
@@ -95,9 +103,9 @@ class Console:
     def interrupted(self) -> None:
         self.stderr.write("shimctl: interrupted\n")
 
-    def usage_error(self, show: Any) -> None:
-        """click's own report of a usage error (`ClickException.show`), on our stderr."""
-        show(file=self.stderr)
+    def usage_error(self, err: ClickException) -> None:
+        """click's own report of a usage error (usage line and message), on our stderr."""
+        err.show(file=self.stderr)
 
     def shim_log(self, data: bytes) -> None:
         """What a shim started with --debug writes to its log fifo, as it arrives."""
@@ -220,7 +228,7 @@ class Console:
                 self.stdout.buffer.flush()
 
     def version(self, info: VersionInfo) -> None:
-        def describe(c: Any) -> str:
+        def describe(c: ComponentVersion) -> str:
             if c.version:
                 return f"{c.version} ({c.path})"
             if c.path is None:

@@ -104,6 +104,11 @@ def test_usage_errors_are_invalid_argument(
     assert run_main(["delete"]) == ExitCode.INVALID_ARGUMENT
     assert "Missing argument 'ID'" in capsys.readouterr().err
     assert run_main(["nosuch"]) == ExitCode.INVALID_ARGUMENT
+    assert run_main(["lsit"]) == ExitCode.INVALID_ARGUMENT
+    err = capsys.readouterr().err
+    assert "No such command 'lsit'." in err
+    if hasattr(click.exceptions, "NoSuchCommand"):  # click 8.2+ suggests a near name
+        assert "Did you mean 'list'?" in err
     assert run_main(["--timeout", "soon", "list"]) == ExitCode.INVALID_ARGUMENT
 
 
