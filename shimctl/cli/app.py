@@ -23,22 +23,19 @@ if "_SHIMCTL_COMPLETE" in os.environ:  # a shell asking for completions: only th
     register_fish()
 
 
-# Command name -> its module under shimctl.cli.commands.
-COMMANDS = {
-    name: name
-    for name in (
-        "start",
-        "delete",
-        "list",
-        "load",
-        "gc",
-        "logs",
-        "publish",
-        "events",
-        "version",
-        "doctor",
-    )
-}
+# Each command is the module of that name under shimctl.cli.commands.
+COMMANDS = (
+    "start",
+    "delete",
+    "list",
+    "load",
+    "gc",
+    "logs",
+    "publish",
+    "events",
+    "version",
+    "doctor",
+)
 
 
 class CommandGroup(click.Group):
@@ -51,7 +48,7 @@ class CommandGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            module = importlib.import_module(f"shimctl.cli.commands.{COMMANDS[cmd_name]}")
+            module = importlib.import_module(f"shimctl.cli.commands.{cmd_name}")
             self.add_command(module.command, cmd_name)
         return super().get_command(ctx, cmd_name)
 

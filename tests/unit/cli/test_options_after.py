@@ -60,6 +60,8 @@ def test_after_the_command_beats_env_and_before(node: Node, where: str) -> None:
         str(node.root),
         "--state",
         str(node.state),
+        "-n",
+        "default",
         "--json",
         env=env,
     )
