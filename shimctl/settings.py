@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from shimctl.errors import InvalidArgument
+from shimctl.errors import FailedPrecondition, InvalidArgument, NotFound
 
 TASK_PLUGIN_DIR = "io.containerd.runtime.v2.task"
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
@@ -218,12 +218,24 @@ def build_settings(
     publish_binary: str | None = None,
     debug: bool = False,
     timeout: float | None = None,
+    existing_dirs: bool = False,
 ) -> Settings:
-    """Merge explicit values (flags or env, already resolved by click) over config over defaults."""
+    """Merge explicit values (flags or env, already resolved by click) over config over defaults.
+
+    With `existing_dirs` (every command that reads or writes under root and state), root and
+    state must be absolute paths of existing directories: a typo in a cron line is an error,
+    not a run that finds nothing, for ever."""
     # Here, not at the top: --help imports this module for its defaults and needs no parser.
     from shimctl.shim.address import strip_unix
 
-    cfg = read_containerd_config(config or Path(DEFAULT_CONFIG))
+    config_path = config or Path(DEFAULT_CONFIG)
+    cfg = read_containerd_config(config_path)
+    if existing_dirs:
+        for flag, given, from_config, default in (
+            ("--root", root, cfg.root, DEFAULT_ROOT),
+            ("--state", state, cfg.state, DEFAULT_STATE),
+        ):
+            _require_dir(flag, given, from_config, default, config_path)
     final_address = strip_unix(address or cfg.address or DEFAULT_ADDRESS)
     final_ttrpc = strip_unix(ttrpc_address or cfg.ttrpc_address or final_address + ".ttrpc")
     timeouts = replace(Timeouts(), **cfg.timeouts)
@@ -244,6 +256,44 @@ def build_settings(
         sched_core=bool(cfg.sched_core),
         timeouts=timeouts,
     )
+
+
+def _require_dir(
+    flag: str, given: str | None, from_config: str | None, default: str, config: Path
+) -> None:
+    """Refuse a root/state dir that is relative, missing, not a directory or not searchable,
+    naming where the value came from and how to fix it."""
+    name = flag[2:]
+    if given:
+        value, source = given, f"{flag} or SHIMCTL_{name.upper()}"
+    elif from_config:
+        value, source = from_config, f"{name} in {config}"
+    else:
+        value, source = default, "containerd's default"
+    fix = f"pass {flag} (or set {name} in --config) naming containerd's {name} dir"
+    if not os.path.isabs(value):
+        raise InvalidArgument(
+            f"{name} dir {value!r} (from {source}) is not an absolute path", hint=fix
+        )
+    parent = os.path.dirname(value.rstrip("/")) or "/"
+    if not os.path.exists(value):
+        if os.path.isdir(parent) and not os.access(parent, os.X_OK):
+            raise FailedPrecondition(
+                f"cannot look for the {name} dir {value}: permission denied on {parent}",
+                hint="run shimctl as root",
+            )
+        raise NotFound(
+            f"{name} dir {value} (from {source}) does not exist",
+            hint=f"{fix}; on a node without containerd, install and start it first",
+        )
+    if not os.path.isdir(value):
+        raise InvalidArgument(f"{name} dir {value} (from {source}) is not a directory", hint=fix)
+    if not os.access(value, os.X_OK):
+        # Nothing under it can be reached (containerd makes /run/containerd 0700), so naming
+        # one namespace with -n would not help either.
+        raise FailedPrecondition(
+            f"cannot enter the {name} dir {value}: permission denied", hint="run shimctl as root"
+        )
 
 
 def _abs_dir(value: str, flag: str) -> Path:

@@ -19,6 +19,16 @@ def _root_params(ctx: Any) -> dict[str, Any]:
     return params
 
 
+def _after_command(ctx: Any, name: str) -> str | None:
+    """A global option given after the command name: its callback stored it in the
+    CliContext (the root group's own callback does not run while completing)."""
+    from shimctl.cli.context import CliContext
+
+    obj = ctx.find_object(CliContext)
+    value = getattr(obj, name, None)
+    return value if isinstance(value, str) else None
+
+
 def _task_state(ctx: Any) -> Path | None:
     """`<state>/io.containerd.runtime.v2.task` as the command being completed would use it:
     --state, else SHIMCTL_STATE (click fills both in), else containerd's config, else default."""
@@ -30,7 +40,7 @@ def _task_state(ctx: Any) -> Path | None:
     )
 
     params = _root_params(ctx)
-    state = params.get("state") or os.environ.get("SHIMCTL_STATE")
+    state = _after_command(ctx, "state") or params.get("state") or os.environ.get("SHIMCTL_STATE")
     if not state:
         config = params.get("config") or os.environ.get("SHIMCTL_CONFIG") or DEFAULT_CONFIG
         try:
@@ -68,7 +78,12 @@ def task_ids(ctx: Any, incomplete: str) -> list[str]:
         if state is None:
             return []
         ns = ctx.params.get("namespace") if isinstance(ctx.params, dict) else None
-        ns = ns or _root_params(ctx).get("namespace") or os.environ.get("SHIMCTL_NAMESPACE")
+        ns = (
+            ns
+            or _after_command(ctx, "namespace")
+            or _root_params(ctx).get("namespace")
+            or os.environ.get("SHIMCTL_NAMESPACE")
+        )
         ns = ns or "default"
         if "/" in ns or ns.startswith("."):
             return []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from shimctl.errors import ShimctlError
@@ -37,7 +38,7 @@ def check_privileges() -> Check:
         return Check("privileges", OK, "running as root")
     return Check(
         "privileges",
-        WARN,
+        FAIL,
         f"running as uid {os.geteuid()}, not root",
         "run shimctl as root: shims, runc and the state dir need it",
     )
@@ -176,18 +177,29 @@ def check_shims(settings: Settings) -> Check:
     return Check("shims", OK, f"all reachable: {found}")
 
 
+def _guarded(name: str, check: Callable[[], Check]) -> Check:
+    """One check; a file it cannot even look at (not root: /run/containerd is 0700) fails
+    that check, not the whole checklist."""
+    try:
+        return check()
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        return Check(name, FAIL, f"{err.strerror or err}:{where}", "run shimctl as root")
+
+
 def run(settings: Settings, *, config: Path | None = None) -> DoctorReport:
-    checks = [
-        check_privileges(),
-        check_config(config),
-        check_dir("state dir", settings.state, settings.task_state, "--state"),
-        check_dir("root dir", settings.root, settings.task_root, "--root"),
-        check_lock(settings),
-        check_address(settings),
-        check_socket_dir(settings),
-        check_runtime(settings),
-        check_runc(),
-        check_publish_binary(settings),
-        check_shims(settings),
+    s = settings
+    checks: list[tuple[str, Callable[[], Check]]] = [
+        ("privileges", check_privileges),
+        ("config", lambda: check_config(config)),
+        ("state dir", lambda: check_dir("state dir", s.state, s.task_state, "--state")),
+        ("root dir", lambda: check_dir("root dir", s.root, s.task_root, "--root")),
+        ("state lock", lambda: check_lock(s)),
+        ("containerd", lambda: check_address(s)),
+        ("socket dir", lambda: check_socket_dir(s)),
+        (f"runtime {DEFAULT_RUNTIME}", lambda: check_runtime(s)),
+        ("runc", check_runc),
+        ("publish binary", lambda: check_publish_binary(s)),
+        ("shims", lambda: check_shims(s)),
     ]
-    return DoctorReport(checks=checks)
+    return DoctorReport(checks=[_guarded(name, check) for name, check in checks])

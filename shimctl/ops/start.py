@@ -27,7 +27,7 @@ from shimctl.ops import access, shimstop
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 from shimctl.shim import binary
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
-from shimctl.shim.logfifo import LogDrain
+from shimctl.shim.logfifo import LogDrain, LogSink
 from shimctl.shim.task import validate_any
 
 
@@ -41,9 +41,11 @@ def start(
     sandbox: str | None = None,
     options: bytes | None = None,
     options_source: str = "",
+    log_sink: LogSink | None = None,
 ) -> StartResult:
     """Create the bundle and start a shim for it (or join a sandbox's shim).
-    `runtime_name`: a runtime name (io.containerd.runc.v2) or a shim binary's absolute path."""
+    `runtime_name`: a runtime name (io.containerd.runc.v2) or a shim binary's absolute path.
+    `log_sink`: where the shim's log goes while it starts, with --debug (the CLI's console)."""
     s = settings
     bundle = access.bundle_of(s, id)
     if spec is None:
@@ -64,7 +66,7 @@ def start(
         shim = access.shim_binary(s, shim_binary, bundle.namespace, id)
         boot: Bootstrap | None = None
         try:
-            with LogDrain(bundle.open_log_fifo(), echo=s.debug):
+            with LogDrain(bundle.open_log_fifo(), sink=log_sink if s.debug else None):
                 output = binary.run_start(
                     shim, bundle.path, options=options, timeout=s.timeouts.start
                 )
@@ -126,7 +128,7 @@ def _start_in_sandbox(
             bundle.write_sandbox(sandbox_id)
             _write_connection(bundle, boot)
             fd = bundle.open_log_fifo()
-            with LogDrain(fd, echo=False), access.dial(s, boot, bundle.namespace) as client:
+            with LogDrain(fd, sink=None), access.dial(s, boot, bundle.namespace) as client:
                 info = shimstop.connect_verified(
                     client, bundle.id, sandbox.path, bundle.namespace, s
                 )

@@ -1,7 +1,7 @@
 """list, load and gc: collect the evidence of the node, plan per command, apply (containerd's
 startup reconciliation on demand, and a safer garbage collector). Returns a ReconcileReport;
-never prints. Separate from ops/manager.py so these commands import nothing start and delete
-need (the shim binary protocol, subprocess, the log fifo drain)."""
+never prints. Apart from ops/start.py and ops/delete.py: these commands import nothing start
+and delete need (the shim binary protocol, subprocess, the log fifo drain)."""
 
 from __future__ import annotations
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import select
-import sys
 import threading
+from collections.abc import Callable
+
+# Where what the shim logs goes, chunk by chunk (the CLI passes its console's writer).
+LogSink = Callable[[bytes], None]
 
 
 class LogDrain:
-    """Read `fd` in a background thread until stop(); echo to stderr when `echo` is set."""
+    """Read `fd` in a background thread until stop(); hand what arrives to `sink`, if any."""
 
-    def __init__(self, fd: int, *, echo: bool) -> None:
+    def __init__(self, fd: int, *, sink: LogSink | None) -> None:
         self._fd = fd
-        self._echo = echo
+        self._sink = sink
         self._stop = threading.Event()
         # A pipe to wake the reader at once on stop(), rather than at its next poll.
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
@@ -38,14 +41,13 @@ class LogDrain:
                 continue
             except OSError:
                 return
-            if data and self._echo:
-                sys.stderr.buffer.write(data)
-                sys.stderr.buffer.flush()
-        if self._echo:
-            self._drain_rest()
+            if data and self._sink is not None:
+                self._sink(data)
+        if self._sink is not None:
+            self._drain_rest(self._sink)
 
-    def _drain_rest(self) -> None:
-        """With --debug, echo what the shim wrote before stop() (it would be lost otherwise)."""
+    def _drain_rest(self, sink: LogSink) -> None:
+        """With --debug, pass on what the shim wrote before stop() (it would be lost otherwise)."""
         while True:
             try:
                 data = os.read(self._fd, 65536)
@@ -53,8 +55,7 @@ class LogDrain:
                 return
             if not data:
                 return
-            sys.stderr.buffer.write(data)
-            sys.stderr.buffer.flush()
+            sink(data)
 
     def stop(self) -> None:
         """Stop reading and close the fifo; the shim then gets EPIPE on log writes, which it

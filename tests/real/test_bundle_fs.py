@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shimctl.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unsafe
+from shimctl.errors import AlreadyExists, ExitCode, FailedPrecondition, InvalidArgument, Unsafe
 from shimctl.node import fs
 from shimctl.node.bundle import Bundle
 from shimctl.node.mounts import mount_points_under, unmount_all
@@ -167,7 +167,7 @@ def test_create_existing_bundle_is_already_exists_and_untouched(
     with pytest.raises(AlreadyExists) as info:
         _create(settings, spec=b"{}")
     assert str(info.value).startswith(f"bundle {b.path} already exists: task 'c1'")
-    assert info.value.exit_code == 4
+    assert info.value.exit_code == ExitCode.ALREADY_EXISTS
     assert _tree(node.task_state) == before_state
     assert _tree(node.task_root) == before_root
 
@@ -329,7 +329,7 @@ def test_delete_refuses_a_work_link_out_of_root(
     with pytest.raises(Unsafe) as info:
         b.delete()
     assert f"{link} points at {target}" in str(info.value)
-    assert info.value.exit_code == 10
+    assert info.value.exit_code == ExitCode.UNSAFE
     assert _intact(precious)
     assert sorted(os.listdir(precious)) == ["keep.txt", "sub"]
     assert _tree(node.task_state) == before_state
@@ -365,7 +365,7 @@ def test_delete_keeps_a_bundle_with_non_empty_rootfs(settings: Settings, node: N
     with pytest.raises(FailedPrecondition) as info:
         b.delete()
     assert str(info.value) == f"bundle rootfs {b.path / 'rootfs'} is not empty"
-    assert info.value.exit_code == 5
+    assert info.value.exit_code == ExitCode.FAILED_PRECONDITION
     assert _tree(node.task_state) == before_state
     assert _tree(node.task_root) == before_root
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from shimctl.errors import ExitCode
 from tests.support.containerd import Containerd, running_containerd, tool_env
 from tests.support.helpers import (
     DEFAULT_RUNC_ROOT,
@@ -98,7 +99,7 @@ def test_gc_cleans_the_leak_1_6_keeps(containerd: Containerd, socket_dir_exclusi
     assert found["address"] == f"unix://{shim_socket_path(node.address, 'default', run_id)}"
     # shimctl will not delete a running task of containerd's.
     refused = run_cli(node, "delete", run_id)
-    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert refused.returncode == ExitCode.FAILED_PRECONDITION, refused.stdout + refused.stderr
     assert cd.tasks()[run_id] == (task_pid, "RUNNING")
 
     # containerd #6860: containerd dies after the shim started, before it created the task.
@@ -352,7 +353,7 @@ def test_config_toml_is_enough(containerd: Containerd) -> None:
 
     # The gRPC address: `load` sees containerd answer there and refuses.
     refused = _shimctl_with_config(cd.config_path, "load")
-    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert refused.returncode == ExitCode.FAILED_PRECONDITION, refused.stdout + refused.stderr
     assert node.address in refused.stderr
 
     # Both addresses reach the shims shimctl starts.

@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from shimctl.errors import ExitCode
 from shimctl.shim.task import TaskClient
 from tests.support.helpers import Node, pid_alive, run_cli, shim_socket_path, wait_gone
 from tests.support.tasks import Started, client, create_task, spec_file, start_shim
@@ -240,7 +241,7 @@ def test_load_refuses_while_containerd_answers(node: Node, socket_dir_exclusive:
         listener.bind(node.address)
         listener.listen()
         proc = run_cli(node, "load")
-        assert proc.returncode == 5
+        assert proc.returncode == ExitCode.FAILED_PRECONDITION
         assert node.address in proc.stderr and "--force" in proc.stderr
         assert node.bundle("leak1").is_dir()
         forced = run_cli(node, "load", "--force")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shimctl.errors import ExitCode
 from tests.support.helpers import Node, run_cli
 from tests.support.tasks import Started, create_task, spec_file, stop_task
 
@@ -152,6 +153,6 @@ def test_logs_interrupted_exits_130_without_traceback(node: Node) -> None:
 
 def test_logs_of_unknown_task(node: Node) -> None:
     proc = run_cli(node, "logs", "nope")
-    assert proc.returncode == 3
+    assert proc.returncode == ExitCode.NOT_FOUND
     assert "no bundle for task 'nope'" in proc.stderr
-    assert run_cli(node, "logs", "../x").returncode == 2
+    assert run_cli(node, "logs", "../x").returncode == ExitCode.INVALID_ARGUMENT

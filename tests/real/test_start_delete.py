@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from shimctl.errors import ExitCode
 from shimctl.node import sockets
 from shimctl.settings import SHIM_SOCKET_DIR
 from shimctl.shim.task import TaskClient
@@ -119,7 +120,7 @@ def test_delete_of_a_real_task_reports_its_exit(node: Node) -> None:
     assert pid_alive(task_pid)
 
     refused = run_cli(node, "delete", "t1")
-    assert refused.returncode == 5, refused.stderr
+    assert refused.returncode == ExitCode.FAILED_PRECONDITION, refused.stderr
     assert "t1" in refused.stderr and "hint:" in refused.stderr
     assert pid_alive(task_pid) and node.bundle("t1").exists()
 
@@ -156,7 +157,7 @@ def test_sandbox_join_shares_the_shim(node: Node) -> None:
 
 def test_missing_sandbox_is_an_error_and_creates_nothing(node: Node) -> None:
     proc = run_cli(node, "start", "m1", "--sandbox", "nope")
-    assert proc.returncode == 3
+    assert proc.returncode == ExitCode.NOT_FOUND
     assert "nope" in proc.stderr
     assert not node.bundle("m1").exists() and not node.workdir("m1").exists()
 
@@ -198,14 +199,14 @@ def test_delete_of_a_killed_never_created_shim_still_removes_the_bundle(node: No
 
 def test_delete_missing_id_is_not_found(node: Node) -> None:
     proc = run_cli(node, "delete", "ghost")
-    assert proc.returncode == 3
+    assert proc.returncode == ExitCode.NOT_FOUND
     assert "ghost" in proc.stderr and proc.stderr.startswith("shimctl: error:")
 
 
 def test_start_twice_is_already_exists_and_keeps_the_first(node: Node) -> None:
     first = start_shim(node, "c1")
     proc = run_cli(node, "start", "c1")
-    assert proc.returncode == 4
+    assert proc.returncode == ExitCode.ALREADY_EXISTS
     assert "already exists" in proc.stderr
     assert shim_pid_of(node, "c1") == first["shim_pid"]
     assert run_cli(node, "delete", "c1").returncode == 0
@@ -220,22 +221,42 @@ def _nothing_created(node: Node) -> bool:
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["start", "../evil"], 2, "invalid task id"),
-        (["start", "a..b"], 2, "must match"),
-        (["start", "x" * 77], 2, "maximum length"),
-        (["start", "ok\n"], 2, "must match"),
-        (["-n", "bad/ns", "start", "c1"], 2, "namespace"),
-        (["start", "c1", "--runtime", "io.containerd.nope.v9"], 3, "containerd-shim-nope-v9"),
-        (["start", "c1", "--runtime", "v2"], 2, "invalid runtime name"),
-        (["start", "c1", "--runtime", "foo/io.containerd.runc.v2"], 2, "invalid runtime name"),
-        (["start", "c1", "--runtime", "/nonexistent/shim"], 3, "/nonexistent/shim"),
-        (["start", "c1", "--spec", "/nonexistent/spec.json"], 2, "/nonexistent/spec.json"),
-        (["start", "c1", "--options", "/nonexistent/opts"], 2, "/nonexistent/opts"),
-        (["delete", "../evil"], 2, "invalid task id"),
+        (["start", "../evil"], ExitCode.INVALID_ARGUMENT, "invalid task id"),
+        (["start", "a..b"], ExitCode.INVALID_ARGUMENT, "must match"),
+        (["start", "x" * 77], ExitCode.INVALID_ARGUMENT, "maximum length"),
+        (["start", "ok\n"], ExitCode.INVALID_ARGUMENT, "must match"),
+        (["-n", "bad/ns", "start", "c1"], ExitCode.INVALID_ARGUMENT, "namespace"),
+        (
+            ["start", "c1", "--runtime", "io.containerd.nope.v9"],
+            ExitCode.NOT_FOUND,
+            "containerd-shim-nope-v9",
+        ),
+        (["start", "c1", "--runtime", "v2"], ExitCode.INVALID_ARGUMENT, "invalid runtime name"),
+        (
+            ["start", "c1", "--runtime", "foo/io.containerd.runc.v2"],
+            ExitCode.INVALID_ARGUMENT,
+            "invalid runtime name",
+        ),
+        (
+            ["start", "c1", "--runtime", "/nonexistent/shim"],
+            ExitCode.NOT_FOUND,
+            "/nonexistent/shim",
+        ),
+        (
+            ["start", "c1", "--spec", "/nonexistent/spec.json"],
+            ExitCode.INVALID_ARGUMENT,
+            "/nonexistent/spec.json",
+        ),
+        (
+            ["start", "c1", "--options", "/nonexistent/opts"],
+            ExitCode.INVALID_ARGUMENT,
+            "/nonexistent/opts",
+        ),
+        (["delete", "../evil"], ExitCode.INVALID_ARGUMENT, "invalid task id"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_creates_nothing(
-    node: Node, args: list[str], code: int, needle: str
+    node: Node, args: list[str], code: ExitCode, needle: str
 ) -> None:
     proc = run_cli(node, *args)
     assert proc.returncode == code, (proc.returncode, proc.stderr)
@@ -248,11 +269,11 @@ def test_bad_spec_and_options_contents(node: Node) -> None:
     bad_spec = node.base / "bad.json"
     bad_spec.write_text("{not json")
     proc = run_cli(node, "start", "c1", "--spec", str(bad_spec))
-    assert proc.returncode == 2 and "not valid JSON" in proc.stderr
+    assert proc.returncode == ExitCode.INVALID_ARGUMENT and "not valid JSON" in proc.stderr
     bad_opts = node.base / "opts.bin"
     bad_opts.write_bytes(b"\xff\xff\xff")
     proc = run_cli(node, "start", "c1", "--options", str(bad_opts))
-    assert proc.returncode == 2 and "opts.bin" in proc.stderr
+    assert proc.returncode == ExitCode.INVALID_ARGUMENT and "opts.bin" in proc.stderr
     assert _nothing_created(node)
 
 
@@ -262,7 +283,7 @@ def test_a_failing_start_verb_leaves_nothing(node: Node) -> None:
     failing.write_text("#!/bin/sh\necho 'io.containerd.fail.v2: boom' >&2\nexit 1\n")
     failing.chmod(0o755)
     proc = run_cli(node, "start", "c1", "--runtime", str(failing))
-    assert proc.returncode == 1
+    assert proc.returncode == ExitCode.UNKNOWN
     assert "boom" in proc.stderr and "exit status 1" in proc.stderr
     assert _nothing_created(node)
 
@@ -274,7 +295,7 @@ def test_a_shim_that_never_answers_is_stopped_and_removed(node: Node) -> None:
     bogus.write_text("#!/bin/sh\nprintf unix:///run/containerd/s/nonexistent-shimctl-test\n")
     bogus.chmod(0o755)
     proc = run_cli(node, "start", "c1", "--runtime", str(bogus), "--timeout", "1")
-    assert proc.returncode == 6, proc.stderr
+    assert proc.returncode == ExitCode.UNAVAILABLE, proc.stderr
     assert _nothing_created(node)
 
 

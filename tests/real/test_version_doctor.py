@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from shimctl import __version__
+from shimctl.errors import ExitCode
 from tests.support.helpers import Node, run_cli
 from tests.support.tasks import Started
 from tools import docgen
@@ -87,7 +88,7 @@ def test_doctor_on_a_fresh_node(node: Node) -> None:
     assert checks["containerd"]["status"] == "warn" and checks["containerd"]["fix"]
     assert checks["shims"]["status"] == "ok"
     failed = [c for c in checks.values() if c["status"] == "fail"]
-    assert proc.returncode == (5 if failed else 0), failed
+    assert proc.returncode == (ExitCode.FAILED_PRECONDITION if failed else ExitCode.OK), failed
     text = run_cli(node, "-n", "default", "doctor")
     assert "doctor: 11 checks" in text.stdout
     assert any(line.startswith("[warn] state dir") for line in text.stdout.splitlines())
@@ -96,7 +97,7 @@ def test_doctor_on_a_fresh_node(node: Node) -> None:
 def test_doctor_fails_on_missing_state_and_runtime(node: Node, tmp_path: Path) -> None:
     env = {**node.env(), "PATH": str(tmp_path)}
     proc = cli(node, "--state", str(tmp_path / "nowhere"), "doctor", env=env)
-    assert proc.returncode == 5
+    assert proc.returncode == ExitCode.FAILED_PRECONDITION
     lines = proc.stdout.splitlines()
     assert any(line.startswith("[FAIL] state dir") for line in lines)
     assert any(line.startswith("[FAIL] runtime io.containerd.runc.v2") for line in lines)
@@ -130,5 +131,5 @@ def test_json_outputs_validate_and_doctor_sees_a_leak(node: Node, started: Start
 
 def test_error_document_validates(node: Node) -> None:
     proc = run_cli(node, "delete", "missing", "--json")
-    assert proc.returncode == 3
+    assert proc.returncode == ExitCode.NOT_FOUND
     jsonschema.validate(json.loads(proc.stdout), docgen.error_schema())

@@ -167,6 +167,8 @@ def test_wheel_installs_and_runs_in_a_clean_venv(tmp_path: Path) -> None:
     assert run(str(shimctl), "--version").stdout == f"shimctl, version {__version__}\n"
     # A command that imports the heavy dependencies (psutil, protobuf, pydantic-free path).
     state = tmp_path / "state"
+    state.mkdir()  # root and state must exist: a missing one is an error, not an empty list
+    (tmp_path / "root").mkdir()
     listed = run(
         str(shimctl), "--root", str(tmp_path / "root"), "--state", str(state),
         "--address", str(tmp_path / "c.sock"), "-n", "default", "list", "--json",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from shimctl import faults
+from shimctl.errors import ExitCode
 from tests.support.helpers import Node, pid_alive, wait_gone
 from tests.support.safetykit import clean_exit, cli, derived_socket, node_processes
 
@@ -124,7 +125,7 @@ def test_concurrent_gc_start_and_delete(node: Node, socket_dir_exclusive: None) 
         elif who == "start":
             clean_exit(proc, 0)
         else:
-            clean_exit(proc, 0, 3)  # 3: gc had already cleaned the leaked shim
+            clean_exit(proc, 0, ExitCode.NOT_FOUND)  # gc had already cleaned the leaked shim
     assert crashed, "no gc run was killed: the crash injection did not happen"
     assert len(log.started) >= 4, log.started
     assert log.lock_problems == []

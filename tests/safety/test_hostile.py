@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shimctl.errors import ExitCode
 from tests.support.fakeshim import FakeShim
 from tests.support.helpers import Node, pid_alive, wait_gone
 from tests.support.safetykit import (
@@ -59,7 +60,7 @@ def every_command(node: Node, *ids: str, ns_flag: tuple[str, ...] = (), timeout:
         clean_exit(cli(node, "--timeout", timeout, *ns_flag, *args), 0)
     for task_id in ids:
         for force in ((), ("--force",)):
-            clean_exit(cli(node, "--timeout", timeout, "delete", task_id, *force), 10)
+            clean_exit(cli(node, "--timeout", timeout, "delete", task_id, *force), ExitCode.UNSAFE)
 
 
 # -- links out of root/state -----------------------------------------------------------------
@@ -96,7 +97,7 @@ def test_links_out_of_root_and_state_are_never_followed(
         assert os.path.lexists(node.bundle(task_id)), task_id
     for task_id in ("worklink", "rootlink"):
         proc = cli(node, "delete", task_id)
-        clean_exit(proc, 10)
+        clean_exit(proc, ExitCode.UNSAFE)
         assert "unsafe" in proc.stderr or "symlink" in proc.stderr or "points" in proc.stderr
 
 
@@ -113,7 +114,7 @@ def test_delete_never_runs_the_shim_verb_through_a_rootfs_link(node: Node, tmp_p
         # A `runtime` file makes the runc shim's delete verb go on to unmount rootfs.
         (bundle / "runtime").write_text("runc")
         for args in (("delete", "rootlink"), ("delete", "rootlink", "--force")):
-            clean_exit(cli(node, "--timeout", "1", *args), 10)
+            clean_exit(cli(node, "--timeout", "1", *args), ExitCode.UNSAFE)
         for args in (("gc", "--min-age", "0"), ("load", "--force")):
             clean_exit(cli(node, "-n", NS, "--timeout", "1", *args), 0)
         assert is_mount_point(mounted)
@@ -176,7 +177,7 @@ def test_path_like_arguments_are_refused_before_touching_disk(
 ) -> None:
     before = snapshot(node.base)
     proc = cli(node, *args)
-    clean_exit(proc, 2)
+    clean_exit(proc, ExitCode.INVALID_ARGUMENT)
     assert snapshot(node.base) == before
 
 
@@ -270,7 +271,7 @@ def test_address_of_a_socket_that_is_not_a_shim(node: Node, tmp_path: Path) -> N
             )
             assert node.bundle("garbage").is_dir() and node.bundle("silent").is_dir()
             # delete: a protocol error is not "gone"; the bundle stays.
-            clean_exit(cli(node, "--timeout", "1", "delete", "garbage"), 9)
+            clean_exit(cli(node, "--timeout", "1", "delete", "garbage"), ExitCode.PROTOCOL)
             assert node.bundle("garbage").is_dir()
             assert os.path.exists(sockdir / "g.sock") and os.path.exists(sockdir / "s.sock")
     finally:
@@ -300,7 +301,7 @@ def test_address_of_another_namespaces_shim_never_stops_it(
     every_command(node, "thief", "thiefabs", ns_flag=("-n", NS), timeout="5")
     for thief in ("thief", "thiefabs"):
         assert node.bundle(thief).is_dir()
-        clean_exit(cli(node, "--timeout", "5", "delete", thief, "--force"), 10)
+        clean_exit(cli(node, "--timeout", "5", "delete", thief, "--force"), ExitCode.UNSAFE)
     assert pid_alive(victim["shim_pid"]) and other.alive()
     assert other.popen.poll() is None
     # The victim still answers in its own namespace and is deleted normally there.
@@ -393,7 +394,7 @@ def test_look_alikes_and_pid_files_are_never_signalled(
         ("gc", "--min-age", "0", "--kill-hung"),
         ("load", "--force"),
     ):
-        clean_exit(cli(node, "-n", NS, "--timeout", "2", *args), 0, 10)
+        clean_exit(cli(node, "-n", NS, "--timeout", "2", *args), 0, ExitCode.UNSAFE)
     for task_id, proc in lookalikes.items():
         assert proc.alive(), task_id
         assert signals_of(log, task_id) == [], task_id
@@ -443,7 +444,13 @@ def test_a_pid_named_by_a_lying_shim_is_never_signalled(
         ("delete", "liarhidden", "--force"),
         ("delete", "liarshut"),
     ):
-        clean_exit(cli(node, "-n", NS, "--timeout", "2", *args), 0, 3, 5, 11)
+        clean_exit(
+            cli(node, "-n", NS, "--timeout", "2", *args),
+            0,
+            ExitCode.NOT_FOUND,
+            ExitCode.FAILED_PRECONDITION,
+            ExitCode.ACTIONS_FAILED,
+        )
     assert victim.alive()
     assert found[(NS, "victim")]["shim_pid"] == victim.pid
 
@@ -478,7 +485,9 @@ def test_unreadable_dirs_and_files_without_dac_override(node: Node) -> None:
         for args in (("gc", "-q", "--min-age", "0"), ("load", "--force")):
             clean_exit(cli(node, *args, prefix=NO_DAC), 0)
         assert not os.path.lexists(node.bundle("dead"))
-        clean_exit(cli(node, "delete", "unreadable", prefix=NO_DAC), 2)  # "cannot read ..."
+        clean_exit(
+            cli(node, "delete", "unreadable", prefix=NO_DAC), ExitCode.INVALID_ARGUMENT
+        )  # "cannot read ..."
         assert sorted(os.listdir(node.task_state / NS)) == ["unreadable"]
     finally:
         node.bundle("unreadable").chmod(0o700)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shimctl.errors import ExitCode
 from tests.support.helpers import Node, wait_gone
 from tests.support.safetykit import (
     FakeProc,
@@ -110,7 +111,8 @@ def test_gc_and_load_go_on_past_hostile_shims(
 ) -> None:
     args = ("gc", "--min-age", "0") if command == "gc" else ("load",)
     proc = cli(node, "-n", NS, *T, *args, "--json")
-    clean_exit(proc, 11)  # some actions fail (the shims that hang or lie on Delete/Shutdown)
+    # some actions fail (the shims that hang or lie on Delete/Shutdown)
+    clean_exit(proc, ExitCode.ACTIONS_FAILED)
     found = {key[1]: f for key, f in findings(proc).items()}
     cleaned = ["healthy", "deadb", "conn-exit", "pids-exit", "delete-exit", "shutdown-exit"]
     failed = ["delete-silent", "delete-garbage", "shutdown-silent"]
@@ -135,7 +137,7 @@ def test_gc_and_load_go_on_past_hostile_shims(
 
 def test_gc_kill_hung_stops_exactly_the_hung_shims(node: Node, scene: dict[str, FakeProc]) -> None:
     proc = cli(node, "-n", NS, *T, "gc", "--min-age", "0", "--kill-hung", "--json")
-    clean_exit(proc, 11)
+    clean_exit(proc, ExitCode.ACTIONS_FAILED)
     found = {key[1]: f for key, f in findings(proc).items()}
     hung = [i for i, kind in expected_kinds().items() if kind == "hung"]
     for task_id in hung:

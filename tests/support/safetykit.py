@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from shimctl.errors import ExitCode
 from shimctl.node.spec import default_spec
 from tests.support.helpers import (
     Node,
@@ -66,7 +67,7 @@ def clean_exit(proc: subprocess.CompletedProcess[str], *codes: int) -> None:
     out = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, out
     assert proc.returncode in codes, out
-    if proc.returncode not in (0, 11):
+    if proc.returncode not in (ExitCode.OK, ExitCode.ACTIONS_FAILED):
         assert proc.stderr.startswith("shimctl: error: "), out
 
 

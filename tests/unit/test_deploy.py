@@ -25,8 +25,9 @@ def check_gc_argv(argv: list[str]) -> None:
     assert argv[argv.index("--metrics-file") + 1] == METRICS
     at = argv.index("gc")
     # Global options, then gc's own: both must parse (an unknown option raises).
-    main.make_context("shimctl", [*argv[1:at], "gc"])
-    gc = main.commands["gc"]  # type: ignore[attr-defined]
+    root = main.make_context("shimctl", [*argv[1:at], "gc"])
+    gc = main.get_command(root, "gc")
+    assert gc is not None
     assert gc.make_context("gc", argv[at + 1 :]).params["metrics_file"] == METRICS
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shimctl import settings as settings_mod
-from shimctl.errors import InvalidArgument
+from shimctl.errors import ExitCode, InvalidArgument
 from shimctl.settings import (
     DEFAULT_ADDRESS,
     DEFAULT_ROOT,
@@ -130,7 +130,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as info:
         read_containerd_config(path)
     assert str(info.value).startswith(f"containerd config {path} is not valid TOML: ")
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == ExitCode.INVALID_ARGUMENT
 
 
 def test_non_utf8_config_names_the_file(tmp_path: Path) -> None:
@@ -415,7 +415,7 @@ def test_cli_takes_root_state_and_addresses_from_config(tmp_path: Path, node: No
         f'[grpc]\naddress = "unix://{node.address}"\n',
     )
     res = _shimctl(["--config", str(cfg), "start", "c1", "--runtime", str(shim)], _clean_env(node))
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == ExitCode.UNKNOWN, res.stderr
     assert "shimctl: error: start failed: fake shim: refusing to start: exit status 1" in (
         res.stderr
     )
@@ -448,7 +448,7 @@ def test_cli_precedence_flag_over_env_over_config(tmp_path: Path, node: Node) ->
         ["--root", str(node.root), "start", "c2", "--runtime", str(shim)],
         env,
     )
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == ExitCode.UNKNOWN, res.stderr
     seen = _record(record)
     assert seen["cwd"] == str(node.bundle("c2", "envns"))
     assert seen["work"] == str(node.workdir("c2", "envns"))
@@ -486,7 +486,7 @@ def test_cli_address_precedence_flag_over_env_over_config(tmp_path: Path, node: 
 def test_cli_bad_config_exit_code(tmp_path: Path, node: Node) -> None:
     cfg = _cfg(tmp_path, '[timeouts]\n"io.containerd.timeout.shim.load" = "soon"\n')
     res = _shimctl(["--config", str(cfg), "list"], _clean_env(node))
-    assert res.returncode == 2
+    assert res.returncode == ExitCode.INVALID_ARGUMENT
     assert res.stdout == ""
     assert res.stderr.startswith(f"shimctl: error: containerd config {cfg}: timeouts ")
 
@@ -496,5 +496,5 @@ def test_cli_missing_config_is_fine(tmp_path: Path, node: Node) -> None:
         [*node.cli_args(), "--config", str(tmp_path / "absent.toml"), "delete", "nope"],
         _clean_env(node),
     )
-    assert res.returncode == 3
+    assert res.returncode == ExitCode.NOT_FOUND
     assert "no bundle for task 'nope'" in res.stderr

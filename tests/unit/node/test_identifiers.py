@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shimctl.errors import InvalidArgument
+from shimctl.errors import ExitCode, InvalidArgument
 from shimctl.node import identifiers
 
 PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
@@ -78,7 +78,7 @@ def test_empty() -> None:
     with pytest.raises(InvalidArgument) as info:
         identifiers.validate("")
     assert str(info.value) == "identifier must not be empty: invalid argument"
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == ExitCode.INVALID_ARGUMENT
 
 
 def test_length_limit_is_76_bytes() -> None:

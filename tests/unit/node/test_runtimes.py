@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shimctl.errors import InvalidArgument, NotFound
+from shimctl.errors import ExitCode, InvalidArgument, NotFound
 from shimctl.node.runtimes import (
     binary_name,
     check_executable,
@@ -98,7 +98,7 @@ def test_absolute_path_missing(dirs: dict[str, Path]) -> None:
     with pytest.raises(NotFound) as info:
         _resolve(str(missing), dirs)
     assert str(info.value) == f"invalid custom binary path {missing}: No such file or directory"
-    assert info.value.exit_code == 3
+    assert info.value.exit_code == ExitCode.NOT_FOUND
 
 
 def test_beside_cwd_wins_over_path(dirs: dict[str, Path]) -> None:
@@ -183,7 +183,7 @@ def test_not_found_message(dirs: dict[str, Path]) -> None:
         "file does not exist"
     )
     assert info.value.hint is not None and "containerd-shim-kata-v2" in info.value.hint
-    assert info.value.exit_code == 3
+    assert info.value.exit_code == ExitCode.NOT_FOUND
 
 
 def test_default_cwd_is_root(dirs: dict[str, Path]) -> None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from google.protobuf import any_pb2
 
-from shimctl.errors import InvalidArgument
+from shimctl.errors import ExitCode, InvalidArgument
 from shimctl.ops import journal as events
 from shimctl.reconcile.walk import namespaces
 from shimctl.settings import Settings
@@ -90,7 +90,9 @@ def test_publish_refuses_bad_input(node: Node, data: bytes, args: list[str], mes
 
 
 def test_publish_needs_topic_and_namespace(node: Node) -> None:
-    assert publish(node, any_bytes(), "--topic", "/tasks/exit").returncode == 2
+    assert (
+        publish(node, any_bytes(), "--topic", "/tasks/exit").returncode == ExitCode.INVALID_ARGUMENT
+    )
 
 
 def test_events_empty_and_torn_lines(node: Node) -> None:

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shimctl import __version__
+from shimctl.errors import ExitCode
 from shimctl.models.findings import Finding, Kind, ReconcileReport
 from shimctl.ops import metrics
 from shimctl.reconcile.run import summarize
@@ -141,7 +142,7 @@ def test_gc_metrics_file_success_partial_failure_and_total_failure(node: Node) -
     stuck.mkdir(parents=True)
     with tmpfs(stuck):
         proc = run_cli(node, *gc)
-        assert proc.returncode == 11, proc.stderr
+        assert proc.returncode == ExitCode.ACTIONS_FAILED, proc.stderr
     samples = parse(prom.read_text())
     assert value(samples, "shimctl_gc_errors") == 1
     assert value(samples, "shimctl_gc_success") == 0
@@ -153,7 +154,7 @@ def test_gc_metrics_file_success_partial_failure_and_total_failure(node: Node) -
     bad = node.base / "bad.toml"
     bad.write_text("root = [\n")
     proc = run_cli(node, "--config", str(bad), *gc)
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.INVALID_ARGUMENT
     samples = parse(prom.read_text())
     assert value(samples, "shimctl_gc_errors") == 1
     assert value(samples, "shimctl_gc_success") == 0
@@ -162,10 +163,10 @@ def test_gc_metrics_file_success_partial_failure_and_total_failure(node: Node) -
     assert sorted(os.listdir(prom.parent)) == ["shimctl.prom"]
 
 
-def test_gc_metrics_dir_missing_refused_before_acting(node: Node) -> None:
+def test_gc_metrics_dir_missing_cleans_then_fails(node: Node) -> None:
     node.workdir("w1").mkdir(parents=True)
     missing = node.base / "nowhere" / "shimctl.prom"
     proc = run_cli(node, "-n", "default", "gc", "--min-age", "0", "--metrics-file", str(missing))
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.INVALID_ARGUMENT
     assert "does not exist" in proc.stderr
-    assert node.workdir("w1").is_dir()  # gc did not run
+    assert not node.workdir("w1").exists()  # gc ran: the metrics failure comes afterwards

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from shimctl.errors import (
-    EXIT_ACTIONS_FAILED,
     AlreadyExists,
     DeadlineExceeded,
+    ExitCode,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -27,7 +27,8 @@ from shimctl.errors import (
 from shimctl.models.findings import Finding, ReconcileReport
 from shimctl.models.results import DeleteResult
 from shimctl.output import console
-from shimctl.output.console import Renderer
+from shimctl.output.console import Console
+from shimctl.output.text import age
 from tests.support.helpers import Node, run_cli
 
 
@@ -41,7 +42,7 @@ def no_color_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
 
 
-# -- unit: Renderer -----------------------------------------------------------------------------
+# -- unit: Console ------------------------------------------------------------------------------
 
 
 def test_use_color(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +57,7 @@ def test_use_color(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_result_text_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=False).result(
+    Console(json_output=False).result(
         "start",
         None,
         text=[("id", "c1"), ("shim pid", 42), ("sandbox", None), ("notes", []), ("x", ["a", 2])],
@@ -67,12 +68,12 @@ def test_result_text_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_result_text_escapes_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=False).result("x", None, text=[("notes", ["shim said \x1b[2J\nbye"])])
+    Console(json_output=False).result("x", None, text=[("notes", ["shim said \x1b[2J\nbye"])])
     assert capsys.readouterr().out == "notes: shim said \\x1b[2J\\nbye\n"
 
 
 def test_quiet_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=False, quiet=True).result("gc", None, text=[("a", "b")])
+    Console(json_output=False, quiet=True).result("gc", None, text=[("a", "b")])
     assert capsys.readouterr() == ("", "")
 
 
@@ -87,7 +88,7 @@ def test_result_json_document(capsys: pytest.CaptureFixture[str]) -> None:
         shim_stopped=True,
         notes=["n"],
     )
-    Renderer(json_output=True).result("delete", res, text=[("ignored", "x")])
+    Console(json_output=True).result("delete", res, text=[("ignored", "x")])
     out, err = capsys.readouterr()
     assert err == ""
     assert json.loads(out) == {
@@ -107,12 +108,12 @@ def test_result_json_document(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_json_result_is_printed_even_when_quiet(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=True, quiet=True).result("gc", {"a": (1, 2)}, text=[])
+    Console(json_output=True, quiet=True).result("gc", {"a": (1, 2)}, text=[])
     assert json.loads(capsys.readouterr().out)["result"] == {"a": [1, 2]}
 
 
 def test_error_text(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=False).error(NotFound("no such thing", hint="look elsewhere"))
+    Console(json_output=False).error(NotFound("no such thing", hint="look elsewhere"))
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "shimctl: error: no such thing\nshimctl: hint: look elsewhere\n"
@@ -120,47 +121,51 @@ def test_error_text(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_error_without_hint_and_with_control_chars(capsys: pytest.CaptureFixture[str]) -> None:
     # Multi-line shim output survives; escape sequences do not reach the terminal.
-    Renderer(json_output=False).error(Unknown("start failed: line1\n\tline2\x1b]0;pwn\x07"))
+    Console(json_output=False).error(Unknown("start failed: line1\n\tline2\x1b]0;pwn\x07"))
     out, err = capsys.readouterr()
     assert err == "shimctl: error: start failed: line1\n\tline2\\x1b]0;pwn\\x07\n"
     assert out == ""
 
 
 def test_error_json(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=True).error(AlreadyExists("taken", hint="pick another"))
+    Console(json_output=True).error(AlreadyExists("taken", hint="pick another"))
     out, err = capsys.readouterr()
     assert err == "shimctl: error: taken\nshimctl: hint: pick another\n"
     assert json.loads(out) == {
         "schema_version": 1,
-        "error": {"kind": "already-exists", "message": "taken", "exit_code": 4},
+        "error": {
+            "kind": "already-exists",
+            "message": "taken",
+            "exit_code": ExitCode.ALREADY_EXISTS,
+        },
     }
 
 
 def test_warn(capsys: pytest.CaptureFixture[str]) -> None:
-    Renderer(json_output=True).warn("careful")
+    Console(json_output=True).warn("careful")
     assert capsys.readouterr() == ("", "shimctl: warning: careful\n")
 
 
 @pytest.mark.parametrize(
     ("cls", "code", "kind"),
     [
-        (Unknown, 1, "unknown"),
-        (InvalidArgument, 2, "invalid-argument"),
-        (NotFound, 3, "not-found"),
-        (AlreadyExists, 4, "already-exists"),
-        (FailedPrecondition, 5, "failed-precondition"),
-        (Unavailable, 6, "unavailable"),
-        (ShimClosed, 6, "closed"),
-        (DeadlineExceeded, 7, "deadline-exceeded"),
-        (NotImplementedByShim, 8, "not-implemented"),
-        (ProtocolError, 9, "protocol"),
-        (Unsafe, 10, "unsafe"),
+        (Unknown, ExitCode.UNKNOWN, "unknown"),
+        (InvalidArgument, ExitCode.INVALID_ARGUMENT, "invalid-argument"),
+        (NotFound, ExitCode.NOT_FOUND, "not-found"),
+        (AlreadyExists, ExitCode.ALREADY_EXISTS, "already-exists"),
+        (FailedPrecondition, ExitCode.FAILED_PRECONDITION, "failed-precondition"),
+        (Unavailable, ExitCode.UNAVAILABLE, "unavailable"),
+        (ShimClosed, ExitCode.UNAVAILABLE, "closed"),
+        (DeadlineExceeded, ExitCode.DEADLINE_EXCEEDED, "deadline-exceeded"),
+        (NotImplementedByShim, ExitCode.NOT_IMPLEMENTED, "not-implemented"),
+        (ProtocolError, ExitCode.PROTOCOL, "protocol"),
+        (Unsafe, ExitCode.UNSAFE, "unsafe"),
     ],
 )
-def test_exit_codes_match_the_readme(cls: type[Unknown], code: int, kind: str) -> None:
+def test_exit_codes_match_the_readme(cls: type[Unknown], code: ExitCode, kind: str) -> None:
     err = cls("m")
     assert (err.exit_code, err.kind, str(err)) == (code, kind, "m")
-    assert EXIT_ACTIONS_FAILED == 11
+    assert int(ExitCode.ACTIONS_FAILED) == 11
 
 
 @pytest.mark.parametrize(
@@ -184,12 +189,12 @@ def test_table_plain_is_aligned(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
-    console.table(["A", "LONGER"], [["xyz", "1"], ["", "22"]])
+    Console().table(["A", "LONGER"], [["xyz", "1"], ["", "22"]])
     assert capsys.readouterr().out == "A    LONGER\nxyz  1\n     22\n"
 
 
 def test_table_without_rows(capsys: pytest.CaptureFixture[str]) -> None:
-    console.table(["ID", "KIND"], [])
+    Console().table(["ID", "KIND"], [])
     assert capsys.readouterr().out == "ID  KIND\n"
 
 
@@ -197,7 +202,7 @@ def test_table_no_color_on_a_tty_is_plain(monkeypatch: pytest.MonkeyPatch) -> No
     tty = FakeTTY()
     monkeypatch.setattr("sys.stdout", tty)
     monkeypatch.setenv("NO_COLOR", "1")
-    console.table(["ID"], [["a\x1bb"]])
+    Console().table(["ID"], [["a\x1bb"]])
     assert tty.getvalue() == "ID\na\\x1bb\n"
 
 
@@ -207,7 +212,7 @@ def test_table_rich_on_a_tty_takes_cells_literally(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm-256color")
     # A directory name is not rich markup: no crash, no style, printed as is.
-    console.table(["ID", "KIND"], [["[/bad]", "[bold]x\x1b[0m"]])
+    Console().table(["ID", "KIND"], [["[/bad]", "[bold]x\x1b[0m"]])
     out = tty.getvalue()
     assert "[/bad]" in out
     assert "[bold]x\\x1b[0m" in out
@@ -238,7 +243,7 @@ def _report(command: str, findings: list[Finding], **kw: object) -> ReconcileRep
 
 
 def test_report_list_empty(capsys: pytest.CaptureFixture[str], no_color_env: None) -> None:
-    console.report(Renderer(json_output=False), _report("list", []))
+    Console(json_output=False).report(_report("list", []))
     assert capsys.readouterr().out == "no shims, bundles or leftovers found\n"
 
 
@@ -252,7 +257,7 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         protocol="ttrpc",
         age_seconds=3700,
     )
-    console.report(Renderer(json_output=False), _report("list", [f]))
+    Console(json_output=False).report(_report("list", [f]))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "NAMESPACE",
@@ -284,7 +289,7 @@ def test_report_gc_summary_and_failures(
 ) -> None:
     done = _finding(action="delete-dead", outcome="done")
     failed = _finding(id="c2", action="delete-dead", outcome="failed", error="boom")
-    console.report(Renderer(json_output=False), _report("gc", [done, failed], errors=1))
+    Console(json_output=False).report(_report("gc", [done, failed], errors=1))
     out, err = capsys.readouterr()
     assert "gc: found 1 dead; acted on 1, failed 1 (0.50s)\n" in out
     assert "c2" in out and "boom" in out
@@ -292,7 +297,7 @@ def test_report_gc_summary_and_failures(
 
 
 def test_report_json(capsys: pytest.CaptureFixture[str]) -> None:
-    console.report(Renderer(json_output=True), _report("gc", [_finding()], dry_run=True))
+    Console(json_output=True).report(_report("gc", [_finding()], dry_run=True))
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema_version"] == 1
     assert doc["command"] == "gc"
@@ -305,7 +310,7 @@ def test_report_json(capsys: pytest.CaptureFixture[str]) -> None:
     [(None, "-"), (0, "0s"), (59.9, "59s"), (60, "1m"), (7200, "2h"), (200000, "2d")],
 )
 def test_age(seconds: float | None, text: str) -> None:
-    assert console._age(seconds) == text
+    assert age(seconds) == text
 
 
 # -- through the CLI ----------------------------------------------------------------------------
@@ -313,7 +318,7 @@ def test_age(seconds: float | None, text: str) -> None:
 
 def test_cli_not_found_exit_3(node: Node) -> None:
     res = run_cli(node, "delete", "nope")
-    assert res.returncode == 3
+    assert res.returncode == ExitCode.NOT_FOUND
     assert res.stdout == ""
     bundle = node.bundle("nope")
     assert res.stderr == (
@@ -326,25 +331,25 @@ def test_cli_not_found_exit_3(node: Node) -> None:
 def test_cli_json_error_document(node: Node, where: str) -> None:
     args = ["--json", "delete", "nope"] if where == "global" else ["delete", "--json", "nope"]
     res = run_cli(node, *args)
-    assert res.returncode == 3
+    assert res.returncode == ExitCode.NOT_FOUND
     doc = json.loads(res.stdout)
     assert doc["schema_version"] == 1
     assert doc["error"]["kind"] == "not-found"
-    assert doc["error"]["exit_code"] == 3
+    assert doc["error"]["exit_code"] == ExitCode.NOT_FOUND
     assert doc["error"]["message"].startswith("no bundle for task 'nope'")
     assert res.stderr.startswith("shimctl: error: no bundle for task 'nope'")
 
 
 def test_cli_invalid_id_exit_2(node: Node) -> None:
     res = run_cli(node, "delete", "a..b")
-    assert res.returncode == 2
+    assert res.returncode == ExitCode.INVALID_ARGUMENT
     assert res.stderr.startswith('shimctl: error: invalid task id "a..b": identifier "a..b"')
     assert "shimctl: hint: " in res.stderr
 
 
 def test_cli_usage_error_exit_2(node: Node) -> None:
     res = run_cli(node, "delete")
-    assert res.returncode == 2
+    assert res.returncode == ExitCode.INVALID_ARGUMENT
     assert "Missing argument" in res.stderr
 
 
@@ -358,7 +363,7 @@ def test_cli_already_exists_exit_4(node: Node) -> None:
     bundle = _bundle_dir(node, "c1")
     (bundle / "config.json").write_text("{}")
     res = run_cli(node, "--json", "start", "c1", "--runtime", "/bin/true")
-    assert res.returncode == 4, res.stderr
+    assert res.returncode == ExitCode.ALREADY_EXISTS, res.stderr
     assert json.loads(res.stdout)["error"]["kind"] == "already-exists"
     assert (bundle / "config.json").read_text() == "{}"
 
@@ -367,7 +372,7 @@ def test_cli_failed_precondition_exit_5(node: Node) -> None:
     bundle = _bundle_dir(node, "c1")
     (bundle / "rootfs" / "left").write_text("x")
     res = run_cli(node, "delete", "c1")
-    assert res.returncode == 5, res.stderr
+    assert res.returncode == ExitCode.FAILED_PRECONDITION, res.stderr
     assert f"shimctl: error: bundle rootfs {bundle / 'rootfs'} is not empty" in res.stderr
     assert (bundle / "rootfs" / "left").exists()
 
@@ -376,7 +381,7 @@ def test_cli_not_implemented_exit_8(node: Node) -> None:
     bundle = _bundle_dir(node, "c1")
     (bundle / "bootstrap.json").write_text('{"version":4,"address":"unix:///x"}')
     res = run_cli(node, "delete", "c1")
-    assert res.returncode == 8, res.stderr
+    assert res.returncode == ExitCode.NOT_IMPLEMENTED, res.stderr
     assert "unsupported shim bootstrap version 4" in res.stderr
     assert bundle.exists()
 
@@ -388,7 +393,7 @@ def test_cli_unsafe_exit_10(node: Node, tmp_path: Path) -> None:
     bundle = _bundle_dir(node, "c1")
     os.symlink(precious, bundle / "work")
     res = run_cli(node, "--json", "delete", "c1")
-    assert res.returncode == 10, res.stderr
+    assert res.returncode == ExitCode.UNSAFE, res.stderr
     assert json.loads(res.stdout)["error"]["kind"] == "unsafe"
     assert (precious / "keep").read_text() == "x"
     assert (bundle / "rootfs").is_dir()

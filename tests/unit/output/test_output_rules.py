@@ -13,8 +13,9 @@ import time
 
 import pytest
 
+from shimctl.errors import ExitCode
 from shimctl.models.progress import counted
-from shimctl.output import console
+from shimctl.output import console, progress
 from tests.support.helpers import Node
 
 
@@ -25,21 +26,21 @@ class FakeTTY(io.StringIO):
 
 def test_progress_bar_only_on_a_terminal_and_for_many_items() -> None:
     tty = FakeTTY()
-    with console.ProgressBar(tty) as bar:
-        bar("inspect", 0, console.PROGRESS_MIN_ITEMS - 1)
+    with progress.ProgressBar(tty) as bar:
+        bar("inspect", 0, progress.PROGRESS_MIN_ITEMS - 1)
         assert tty.getvalue() == ""  # a few items: no bar
-        for i in range(console.PROGRESS_MIN_ITEMS + 1):
-            bar("inspect", i, console.PROGRESS_MIN_ITEMS)
+        for i in range(progress.PROGRESS_MIN_ITEMS + 1):
+            bar("inspect", i, progress.PROGRESS_MIN_ITEMS)
     assert "inspecting shims" in tty.getvalue()
 
     pipe = io.StringIO()
-    with console.ProgressBar(pipe) as bar:
+    with progress.ProgressBar(pipe) as bar:
         for i in range(20):
             bar("apply", i, 20)
     assert pipe.getvalue() == ""
 
     quiet = FakeTTY()
-    with console.ProgressBar(quiet, enabled=False) as bar:
+    with progress.ProgressBar(quiet, enabled=False) as bar:
         bar("apply", 1, 20)
     assert quiet.getvalue() == ""
 
@@ -121,7 +122,7 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(node: Node) -> None:
         )
     finally:
         os.close(write_end)
-    assert proc.returncode == 141, proc.stderr
+    assert proc.returncode == ExitCode.BROKEN_PIPE, proc.stderr
     assert proc.stderr == b""
 
 
@@ -135,7 +136,7 @@ def test_exit_status_and_output_survive_the_fast_exit(node: Node) -> None:
         check=False,
         timeout=60,
     )
-    assert proc.returncode == 3
+    assert proc.returncode == ExitCode.NOT_FOUND
     assert json.loads(proc.stdout)["error"]["kind"] == "not-found"
     assert proc.stderr.startswith(b"shimctl: error: ")
 
@@ -171,7 +172,7 @@ def test_doctor_checklist_on_a_colour_terminal(monkeypatch: pytest.MonkeyPatch) 
             Check("runtime io.containerd.runc.v2", "fail", "not installed \x1b[2J", "install it"),
         ]
     )
-    console.doctor(console.Renderer(json_output=False), rep)
+    console.Console(json_output=False).doctor(rep)
     text = out.getvalue()
     assert "\x1b[2J" not in text and "\\x1b[2J" in text  # shim/dir text cannot drive it
     lines = [line for line in text.splitlines() if line.strip()]

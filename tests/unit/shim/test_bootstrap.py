@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shimctl.errors import InvalidArgument, NotImplementedByShim
+from shimctl.errors import ExitCode, InvalidArgument, NotImplementedByShim
 from shimctl.node.bundle import Bundle
 from shimctl.settings import TASK_PLUGIN_DIR
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
@@ -56,7 +56,7 @@ def test_version_4_is_not_implemented() -> None:
     with pytest.raises(NotImplementedByShim) as info:
         parse_bootstrap(json.dumps({"version": 4, "address": ADDR}), source="the output")
     assert str(info.value) == "the output: unsupported shim bootstrap version 4"
-    assert info.value.exit_code == 8
+    assert info.value.exit_code == ExitCode.NOT_IMPLEMENTED
     assert info.value.hint
 
 
@@ -92,7 +92,7 @@ def test_junk_is_invalid_argument(text: str, message: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         parse_bootstrap(text, source="src")
     assert str(info.value).startswith(message)
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == ExitCode.INVALID_ARGUMENT
 
 
 def test_json_array_is_invalid() -> None:
@@ -169,5 +169,5 @@ def test_unknown_shim_generation_is_reported_never_deleted(node: Node) -> None:
             assert "upgrade shimctl" in found[task_id]["reason"]
             assert node.bundle(task_id).is_dir()
     proc = run_cli(node, "delete", "v4")
-    assert proc.returncode == 8 and "version 4" in proc.stderr
+    assert proc.returncode == ExitCode.NOT_IMPLEMENTED and "version 4" in proc.stderr
     assert node.bundle("v4").is_dir()

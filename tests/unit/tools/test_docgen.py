@@ -41,10 +41,12 @@ def test_docgen_check_mode(tmp_path: Path) -> None:
 def test_schema_covers_every_reporting_command() -> None:
     group = main
     assert isinstance(group, click.Group)
+    ctx = click.Context(group)
+    commands = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
     json_commands = {
         name
-        for name, cmd in group.commands.items()
-        if any(p.name == "json_output" for p in cmd.params)
+        for name, cmd in commands.items()
+        if cmd is not None and any(p.name == "json_output" for p in cmd.params)
     }
     assert json_commands == set(docgen.RESULTS)
 
@@ -109,6 +111,9 @@ def test_complete_ids_and_namespaces(node: Node, clean_env: None) -> None:
     assert _complete(node, [*state, "-n"]) == ["default", "k8s.io"]
     assert _complete(node, [*state, "-n"], "k8") == ["k8s.io"]
     assert _complete(node, [*state, "publish", "--namespace"]) == ["default", "k8s.io"]
+    # Global options after the command count too.
+    assert _complete(node, ["delete", *state]) == ["c1", "c2"]
+    assert _complete(node, ["logs", *state, "-n", "k8s.io"]) == ["p1"]
 
 
 def test_complete_state_from_env_and_config(
