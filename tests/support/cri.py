@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tests.support import leftovers
 from tests.support.containerd import DISABLED_PLUGINS, Containerd, ContainerdError, config_toml
 from tests.support.helpers import Node
 from tests.support.oci import IMAGE, oci_archive
@@ -60,7 +61,7 @@ def stubs() -> tuple[ModuleType, ModuleType]:
                 f"--python_out={tmp}",
                 f"--grpc_python_out={tmp}",
                 f"{tmp / STUB_NAME}.proto",
-            ]  # fmt: skip
+            ]
         )
         if rc != 0:
             raise RuntimeError(f"protoc failed ({rc}) on {PROTO}")
@@ -132,6 +133,8 @@ class Cri:
     containerd: Containerd = field(init=False)
     cgroup_parent: str = field(init=False)
     pods: list[Pod] = field(default_factory=list, init=False)
+    #: What :meth:`cleanup` found left behind (before sweeping it).
+    left: list[str] = field(default_factory=list, init=False)
     _channel: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -272,6 +275,15 @@ class Cri:
                     errors.append(f"{sandbox_id[:12]}: {type(err).__name__}: {err}")
         return errors
 
+    @property
+    def runc_root(self) -> Path:
+        """Where the pods' runc keeps state (the runtime's ``Root`` + namespace)."""
+        return self.node.runc_root / NAMESPACE
+
+    def leftovers(self) -> list[str]:
+        """Processes, runc state, cgroups and mounts of the pods still on the machine."""
+        return leftovers.find(self.cgroup_parent, [self.runc_root], [self.node.base])
+
     def cleanup(self) -> list[str]:
         """Remove every pod through CRI (starting containerd for it if needed), then
         everything else through ctr, then stop containerd. Returns what failed."""
@@ -290,6 +302,10 @@ class Cri:
                 problems.append(f"CRI cleanup: {err}")
         self.close()
         problems += self.containerd.cleanup()
+        # What the test left, seen after its daemons stopped (dockerd holds a mount of its
+        # own while it runs), then swept; the fixture asserts it was empty.
+        self.left = self.leftovers()
+        leftovers.sweep(self.cgroup_parent, [self.runc_root])
         return problems
 
 

@@ -1,0 +1,75 @@
+"""Fixtures of the field tests: shimctl beside real clients of containerd (Docker, CRI).
+
+- ``docker``: a private containerd 1.6 (the machine's) with a private dockerd over it
+  (tests/support/docker.py).
+- ``cri``: a private containerd with its CRI plugin, one per generation (1.6, 1.7, 2.1:
+  tests/support/generations.py), and a CRI v1 client (tests/support/cri.py).
+
+Each test is marked ``real`` and ``field``: missing binaries skip it, or fail it when
+``CI=true``. Every fixture asserts at its end that nothing of its containers is left (processes
+in their cgroups, runc state, cgroups, mounts), sweeps what is, and stops its daemons by PID.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import docker as docker_support
+from tests.support.containerd import running_containerd
+from tests.support.cri import Cri, running_cri
+from tests.support.docker import Docker, running_docker
+from tests.support.generations import SUITES, generation
+from tests.support.helpers import Node
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "field: beside real Docker / CRI (tests/field)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.path).startswith(here + os.sep):
+            item.add_marker(pytest.mark.real)
+            item.add_marker(pytest.mark.field)
+
+
+def _require(problems: list[str], what: str) -> None:
+    if not problems:
+        return
+    msg = f"{what} needs: " + "; ".join(problems)
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def docker(node: Node) -> Iterator[Docker]:
+    """dockerd over a private containerd 1.6; checked clean at the end."""
+    gen = generation("system")
+    gen.require()
+    _require(docker_support.missing(), "the Docker field tests")
+    options = gen.containerd_options()
+    with (
+        running_containerd(node, namespace=docker_support.NAMESPACE, **options) as cd,
+        running_docker(cd) as d,
+    ):
+        yield d
+        errors = d.remove_all()
+        assert not errors, f"Docker could not remove its containers: {errors}"
+    assert not d.left, f"Docker left behind: {d.left}"
+
+
+@pytest.fixture(params=[suite for suite, _ in SUITES], ids=[series for _, series in SUITES])
+def cri(node: Node, request: pytest.FixtureRequest) -> Iterator[Cri]:
+    """containerd with CRI, one generation per param; checked clean at the end."""
+    gen = generation(request.param)
+    gen.require()
+    with running_cri(node, **gen.containerd_options()) as c:
+        yield c
+        errors = c.stop_and_remove_all()
+        assert not errors, f"CRI could not remove its pods: {errors}"
+    assert not c.left, f"CRI left behind: {c.left}"
