@@ -31,3 +31,8 @@ def listing(node: Node) -> dict[str, dict[str, Any]]:
     proc = run_cli(node, "list", "--json", timeout=120)
     assert proc.returncode == 0, f"list exited {proc.returncode}:\n{proc.stderr}"
     return findings(json.loads(proc.stdout)["result"])
+
+
+def summary(result: dict[str, Any]) -> dict[str, tuple[str, str, str | None]]:
+    """id[:12] -> (kind, action, outcome): a gc result, short enough for a failure message."""
+    return {f["id"][:12]: (f["kind"], f["action"], f["outcome"]) for f in result["findings"]}

@@ -42,6 +42,8 @@ DOCKER = "/usr/bin/docker"
 NAMESPACE = "moby"
 IMAGE = "shimctl-field:1"
 READY_TIMEOUT = 30.0
+#: dockerd's errors while its containerd connection is not back yet.
+RECONNECTING = ("connection refused", "Unavailable", "transport: ", "connection error")
 STOP_GRACE = 20.0
 
 
@@ -205,6 +207,19 @@ class Docker:
             raise DockerError(f"docker {' '.join(args)} failed ({res.returncode}): {out.stderr}")
         return out
 
+    def docker_connected(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """A docker command, retried only while dockerd has no containerd connection (after
+        containerd restarts dockerd's grpc client reconnects with backoff); other errors
+        are returned at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.docker(*args, check=False)
+            if res.returncode == 0 or time.monotonic() >= deadline:
+                return res
+            if not any(m in res.stderr for m in RECONNECTING):
+                return res
+            time.sleep(0.2)
+
     def import_image(self) -> None:
         """``docker import`` a busybox-static tree as :data:`IMAGE` (no registry)."""
         self.docker("import", "-", IMAGE, input=rootfs_tar())
@@ -235,7 +250,7 @@ class Docker:
         """``docker rm -f`` every container; returns the errors."""
         errors: list[str] = []
         for cid in self.container_ids():
-            res = self.docker("rm", "-f", cid, check=False)
+            res = self.docker_connected("rm", "-f", cid)
             if res.returncode != 0:
                 errors.append(f"docker rm -f {cid[:12]}: {res.stderr.strip()}")
         return errors
