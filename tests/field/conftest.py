@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.field.killpoints import RuncHold, runc_binary
 from tests.support import docker as docker_support
 from tests.support.containerd import running_containerd
 from tests.support.cri import Cri, running_cri
@@ -27,6 +28,27 @@ from tests.support.helpers import Node
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "field: beside real Docker / CRI (tests/field)")
+    config.addinivalue_line(
+        "markers", "runc_hold: the client's runc is a RuncHold wrapper (tests/field/killpoints)"
+    )
+
+
+def _hold(node: Node, request: pytest.FixtureRequest, path_prefix: tuple[str, ...]) -> str:
+    """The runc wrapper's path if the test is marked ``runc_hold`` (stashed for the test)."""
+    if request.node.get_closest_marker("runc_hold") is None:
+        return ""
+    hold = RuncHold(node.base / "runc-hold", runc_binary(path_prefix))
+    request.node.stash[HOLD] = hold
+    return str(hold.path)
+
+
+HOLD = pytest.StashKey[RuncHold]()
+
+
+@pytest.fixture
+def runc_hold(request: pytest.FixtureRequest) -> RuncHold:
+    """The RuncHold of a ``runc_hold`` test (ask for it after ``docker`` or ``cri``)."""
+    return request.node.stash[HOLD]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,7 +94,7 @@ def docker(node: Node, request: pytest.FixtureRequest) -> Iterator[Docker]:
     options = gen.containerd_options()
     with (
         running_containerd(node, namespace=docker_support.NAMESPACE, **options) as cd,
-        running_docker(cd) as d,
+        running_docker(cd, _hold(node, request, gen.path_prefix)) as d,
     ):
         yield d
         if _passed(request):
@@ -87,7 +109,8 @@ def cri(node: Node, request: pytest.FixtureRequest) -> Iterator[Cri]:
     """containerd with CRI, one generation per param; checked clean at the end."""
     gen = generation(request.param)
     gen.require()
-    with running_cri(node, **gen.containerd_options()) as c:
+    binary = _hold(node, request, gen.path_prefix)
+    with running_cri(node, binary, **gen.containerd_options()) as c:
         yield c
         if _passed(request):
             errors = c.stop_and_remove_all()

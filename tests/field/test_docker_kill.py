@@ -1,5 +1,11 @@
 """containerd killed -9 at runc's ``state.json`` during ``docker run``, then ``shimctl gc``.
 
+The kill is made exact with :class:`~tests.field.killpoints.RuncHold` (Docker's default
+runtime is runc behind that wrapper): containerd dies while the shim's Create is in flight
+after ``runc create`` wrote ``state.json``; the shim then has no task, runc's container is
+``created`` with its ``runc init``. (A bare poll for ``state.json`` wins that race about three
+times in four; when it loses, the task is ``created`` and listed as running.)
+
 The correct end state (issue: "no invisible orphans"): after gc no ``runc init`` of the
 victim is left, nor its runc state; the bystander container is untouched; once containerd is
 back, Docker starts the victim and removes every container without error (the fixture then
@@ -11,7 +17,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from tests.field.killpoints import kill_at
+from tests.field.killpoints import RuncHold, kill_at
 from tests.field.shimctl_run import gc, summary
 from tests.support import leftovers
 from tests.support.docker import Docker, DockerError
@@ -22,22 +28,20 @@ pytestmark = pytest.mark.usefixtures("socket_dir_exclusive")
 @pytest.mark.xfail(
     strict=True,
     reason="gc deletes the leaked shim's bundle (Delete NotFound, Shutdown, bundle delete) "
-    "without the runtime's delete verb: `runc init` and its runc state outlive it; when the "
-    "kill lands after the shim's Create returned, the `created` task is listed as running "
-    "and kept, with the same `runc init` left",
+    "without the runtime's delete verb: `runc init` and its runc state outlive it",
 )
-def test_killed_at_runc_state_json(docker: Docker) -> None:
+@pytest.mark.runc_hold
+def test_killed_at_runc_state_json(docker: Docker, runc_hold: RuncHold) -> None:
     bystander = docker.run("f-bystander")
     by_pid = docker.state("f-bystander")[1]
     by_created = psutil.Process(by_pid).create_time()
 
-    def victim_state() -> object:
-        return next(
-            (p for p in docker.runc_root.glob("*/state.json") if p.parent.name != bystander),
-            None,
-        )
-
-    state, err = kill_at(docker.containerd, victim_state, lambda: docker.run("f-victim"))
+    runc_hold.arm()
+    _, err = kill_at(docker.containerd, runc_hold.held, lambda: docker.run("f-victim"))
+    runc_hold.release()
+    states = [p for p in docker.runc_root.glob("*/state.json") if p.parent.name != bystander]
+    assert len(states) == 1, states
+    state = states[0]
     victim = state.parent.name
     assert isinstance(err, DockerError), f"docker run should fail with containerd gone: {err}"
 

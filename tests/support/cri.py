@@ -79,8 +79,9 @@ def _q(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def cri_config(node: Node, sandbox_image: str = IMAGE) -> str:
-    """config.toml (version 2) for ``node`` with the CRI plugin on, no CNI, private dirs."""
+def cri_config(node: Node, sandbox_image: str = IMAGE, binary_name: str = "") -> str:
+    """config.toml (version 2) for ``node`` with the CRI plugin on, no CNI, private dirs;
+    ``binary_name``: the runc binary the shim runs (default: runc on PATH)."""
     base = config_toml(node)
     disabled = ", ".join(_q(p) for p in DISABLED_PLUGINS if p != CRI_PLUGIN)
     lines = [
@@ -110,6 +111,7 @@ def cri_config(node: Node, sandbox_image: str = IMAGE) -> str:
         f"{cri[:-1]}.containerd.runtimes.runc.options]",
         f"  Root = {_q(str(node.runc_root))}",
         "  SystemdCgroup = false",
+        *([f"  BinaryName = {_q(binary_name)}"] if binary_name else []),
         "",
     ]
     return "\n".join(lines)
@@ -130,6 +132,7 @@ class Cri:
 
     node: Node
     options: dict[str, Any] = field(default_factory=dict)
+    binary_name: str = ""
     containerd: Containerd = field(init=False)
     cgroup_parent: str = field(init=False)
     pods: list[Pod] = field(default_factory=list, init=False)
@@ -139,7 +142,7 @@ class Cri:
 
     def __post_init__(self) -> None:
         self.containerd = Containerd(self.node, namespace=NAMESPACE, **self.options)
-        self.containerd.config_path.write_text(cri_config(self.node))
+        self.containerd.config_path.write_text(cri_config(self.node, binary_name=self.binary_name))
         # Every pod's cgroups go under one parent of this test's own (cgroupfs driver).
         self.cgroup_parent = f"/shimctl-field-{self.containerd.tag}"
         (self.node.base / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
@@ -310,10 +313,10 @@ class Cri:
 
 
 @contextlib.contextmanager
-def running_cri(node: Node, **options: Any) -> Iterator[Cri]:
+def running_cri(node: Node, binary_name: str = "", **options: Any) -> Iterator[Cri]:
     """A started private containerd with CRI over ``node``; every pod removed at the end.
     ``options``: :class:`Containerd` fields (another generation's binaries)."""
-    cri = Cri(node, options)
+    cri = Cri(node, options, binary_name)
     try:
         cri.start()
         yield cri

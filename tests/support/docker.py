@@ -41,6 +41,8 @@ DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
 NAMESPACE = "moby"
 IMAGE = "shimctl-field:1"
+#: The name of Docker's runtime when the test brings its own runc.
+RUNTIME = "field-runc"
 READY_TIMEOUT = 30.0
 #: dockerd's errors while its containerd connection is not back yet.
 RECONNECTING = ("connection refused", "Unavailable", "transport: ", "connection error")
@@ -65,6 +67,8 @@ class Docker:
     """One private dockerd over ``containerd`` (which must run, on the test's node)."""
 
     containerd: Containerd
+    #: A runc for Docker's default runtime instead of runc on PATH (``--add-runtime``).
+    runc: str = ""
     dir: Path = field(init=False)
     exec_root: Path = field(init=False)
     cgroup_parent: str = field(init=False)
@@ -90,7 +94,8 @@ class Docker:
 
     @property
     def runc_root(self) -> Path:
-        """Where Docker's runc keeps its containers' state."""
+        """Where Docker's runc keeps its containers' state (``runtime-runc`` also for a runtime
+        added with ``--add-runtime``, as seen with dockerd 20.10.24)."""
         return self.exec_root / "runtime-runc" / NAMESPACE
 
     @property
@@ -136,6 +141,11 @@ class Docker:
                 self.cgroup_parent,
                 "--exec-opt",
                 "native.cgroupdriver=cgroupfs",
+                *(
+                    [f"--add-runtime={RUNTIME}={self.runc}", f"--default-runtime={RUNTIME}"]
+                    if self.runc
+                    else []
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -287,10 +297,10 @@ class Docker:
 
 
 @contextlib.contextmanager
-def running_docker(containerd: Containerd) -> Iterator[Docker]:
+def running_docker(containerd: Containerd, runc: str = "") -> Iterator[Docker]:
     """A started dockerd over ``containerd`` with the field image imported; every container
     removed and dockerd stopped at the end (then the caller stops containerd)."""
-    docker = Docker(containerd)
+    docker = Docker(containerd, runc)
     try:
         docker.start()
         docker.import_image()
