@@ -3,10 +3,12 @@
 - :func:`stubs`: the Python stubs of the vendored ``tests/support/cri_proto/api.proto``,
   generated on first use with grpcio-tools into a cache keyed by the proto's hash.
 - :func:`cri_config`: a private containerd's config.toml with the CRI plugin on and no CNI:
-  pods use the host network (NamespaceMode NODE), for which the CRI plugin never calls CNI
-  (containerd ``pkg/cri/server/sandbox_run.go``, v1.6.20: ``if !hostNetwork(config)``), so an
-  empty ``conf_dir`` only leaves the runtime's NetworkReady condition false. The pause image is
-  ``sandbox_image``, imported offline; runc keeps its state under the node's private root.
+  pods use the host network (NamespaceMode NODE), for which the CRI plugin sets up no pod
+  network (containerd ``pkg/cri/server/sandbox_run.go``, v1.6.20), so an empty ``conf_dir``
+  only leaves the runtime's NetworkReady condition false (works on 1.6, 1.7 and 2.1). The
+  pause image is ``sandbox_image``, imported offline; runc keeps its state under the node's
+  private root; ``restrict_oom_score_adj`` because the sandbox's -998 needs
+  CAP_SYS_RESOURCE, which a test machine that is itself a container may lack.
 - :class:`Cri`: one private containerd with CRI, and a small client (pods, containers, status).
 
 The version 2 config format is read by 1.6 and 1.7, and migrated by 2.x.

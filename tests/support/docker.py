@@ -6,8 +6,8 @@ there, and sun_path holds 107 bytes), ``--pidfile``, ``-H unix://…`` socket, n
 iptables, containers' cgroups under a parent of the test's own, the ``vfs`` storage driver
 (no overlay mounts to leak). The image is imported offline (``docker import`` of a
 busybox-static tree). dockerd's containerd namespace is ``moby``; its runc keeps state under
-``<exec-root>/runtime-runc/moby`` (moby ``daemon/daemon_unix.go``, v20.10.24:
-``getRuntimeRoot``-style default ``<exec-root>/runtime-<name>``).
+``<exec-root>/runtime-runc/moby`` (seen with dockerd 20.10.24, also for a runtime added with
+``--add-runtime``), so nothing of it is in the machine's ``/run/docker``.
 
 dockerd is stopped by its PID, verified by its create time: SIGTERM, then SIGKILL. Before
 that every container is removed (``docker rm -f``). :meth:`Docker.leftovers` lists what a test
