@@ -1,7 +1,8 @@
 """Fixtures of the field tests: shimctl beside real clients of containerd (Docker, CRI).
 
-- ``docker``: a private containerd 1.6 (the machine's) with a private dockerd over it
-  (tests/support/docker.py).
+- ``docker``: a private containerd, one per generation, with a private dockerd over it
+  (tests/support/docker.py); a test narrows the generations with
+  ``@pytest.mark.parametrize("docker", ["system"], indirect=True)``.
 - ``cri``: a private containerd with its CRI plugin, one per generation (1.6, 1.7, 2.1:
   tests/support/generations.py), and a CRI v1 client (tests/support/cri.py).
 
@@ -85,10 +86,11 @@ def _require(problems: list[str], what: str) -> None:
     pytest.skip(msg)
 
 
-@pytest.fixture
+@pytest.fixture(params=[suite for suite, _ in SUITES], ids=[series for _, series in SUITES])
 def docker(node: Node, request: pytest.FixtureRequest) -> Iterator[Docker]:
-    """dockerd over a private containerd 1.6; checked clean at the end."""
-    gen = generation("system")
+    """dockerd over a private containerd, one generation per param (dockerd 20.10 drives
+    1.6, 1.7 and 2.1 alike); checked clean at the end."""
+    gen = generation(request.param)
     gen.require()
     _require(docker_support.missing(), "the Docker field tests")
     options = gen.containerd_options()
