@@ -99,6 +99,7 @@ def docker(node: Node, request: pytest.FixtureRequest) -> Iterator[Docker]:
         running_docker(cd, _hold(node, request, gen.path_prefix)) as d,
     ):
         yield d
+        d.failed = not _passed(request)
         if _passed(request):
             errors = d.remove_all()
             assert not errors, f"Docker could not remove its containers: {errors}"
@@ -114,6 +115,7 @@ def cri(node: Node, request: pytest.FixtureRequest) -> Iterator[Cri]:
     binary = _hold(node, request, gen.path_prefix)
     with running_cri(node, binary, **gen.containerd_options()) as c:
         yield c
+        c.failed = not _passed(request)
         if _passed(request):
             errors = c.stop_and_remove_all()
             assert not errors, f"CRI could not remove its pods: {errors}"

@@ -31,7 +31,7 @@ from typing import Any
 
 from tests.support import leftovers
 from tests.support.containerd import DISABLED_PLUGINS, Containerd, ContainerdError, config_toml
-from tests.support.helpers import Node
+from tests.support.helpers import Node, safety_net, unmount_under
 from tests.support.oci import IMAGE, oci_archive
 
 PROTO = Path(__file__).parent / "cri_proto" / "api.proto"
@@ -140,6 +140,9 @@ class Cri:
     pods: list[Pod] = field(default_factory=list, init=False)
     #: What :meth:`cleanup` found left behind (before sweeping it).
     left: list[str] = field(default_factory=list, init=False)
+    #: Set when the test failed (or failed as expected): :meth:`cleanup` then also stops the
+    #: node's processes itself, so the session's leak report names only tests that passed.
+    failed: bool = field(default=False, init=False)
     _channel: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -309,8 +312,12 @@ class Cri:
         problems += self.containerd.cleanup()
         # What the test left, seen after its daemons stopped (dockerd holds a mount of its
         # own while it runs), then swept; the fixture asserts it was empty.
+        if self.failed:
+            safety_net(self.node)
         self.left = self.leftovers()
         leftovers.sweep(self.cgroup_parent, [self.runc_root])
+        if self.failed:
+            unmount_under(self.node.base)
         return problems
 
 
@@ -324,7 +331,7 @@ def running_cri(node: Node, binary_name: str = "", **options: Any) -> Iterator[C
         yield cri
     finally:
         problems = cri.cleanup()
-        if problems:
+        if problems and not cri.failed:
             import warnings
 
             warnings.warn("CRI cleanup: " + "; ".join(problems), stacklevel=2)

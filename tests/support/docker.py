@@ -33,7 +33,7 @@ import psutil
 
 from tests.support import leftovers
 from tests.support.containerd import Containerd, ContainerdError, tool_env
-from tests.support.helpers import Node, unmount_under
+from tests.support.helpers import Node, safety_net, unmount_under
 from tests.support.oci import rootfs_tar
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -74,6 +74,9 @@ class Docker:
     cgroup_parent: str = field(init=False)
     #: What :meth:`cleanup` found left behind (before sweeping it).
     left: list[str] = field(default_factory=list, init=False)
+    #: Set when the test failed (or failed as expected): :meth:`cleanup` then also stops the
+    #: node's processes itself, so the session's leak report names only tests that passed.
+    failed: bool = field(default=False, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _create_time: float | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
@@ -289,8 +292,12 @@ class Docker:
         self.stop()
         # What the test left, seen after its daemons stopped (dockerd holds a mount of its
         # own while it runs), then swept; the fixture asserts it was empty.
+        if self.failed:
+            safety_net(self.node)
         self.left = self.leftovers()
         leftovers.sweep(self.cgroup_parent, [self.runc_root])
+        if self.failed:
+            unmount_under(self.node.base)
         unmount_under(self.exec_root)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         return problems
@@ -307,7 +314,7 @@ def running_docker(containerd: Containerd, runc: str = "") -> Iterator[Docker]:
         yield docker
     finally:
         problems = docker.cleanup()
-        if problems:
+        if problems and not docker.failed:
             import warnings
 
             warnings.warn("docker cleanup: " + "; ".join(problems), stacklevel=2)
