@@ -14,7 +14,8 @@ in their cgroups, runc state, cgroups, mounts), sweeps what is, and stops its da
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,8 @@ HOLD = pytest.StashKey[RuncHold]()
 @pytest.fixture
 def runc_hold(request: pytest.FixtureRequest) -> RuncHold:
     """The RuncHold of a ``runc_hold`` test (ask for it after ``docker`` or ``cri``)."""
-    return request.node.stash[HOLD]
+    hold: RuncHold = request.node.stash[HOLD]
+    return hold
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,8 +63,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome: Any = yield
     report = outcome.get_result()
     if report.when == "call":
         item.stash[CALL_FAILED] = report.failed or hasattr(report, "wasxfail")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.support.containerd import Containerd
 
 POLL = 0.001
@@ -125,4 +127,12 @@ def runc_binary(path_prefix: tuple[str, ...]) -> str:
     found = shutil.which("runc", path=os.pathsep.join([*path_prefix, os.environ["PATH"]]))
     if found is None:
         raise AssertionError("runc is not on PATH")
+    return found
+
+
+def parent(pid: int) -> psutil.Process:
+    """The parent of ``pid`` (a container's: its shim)."""
+    found = psutil.Process(pid).parent()
+    if found is None:
+        raise AssertionError(f"pid {pid} has no parent")
     return found

@@ -20,7 +20,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from tests.field.killpoints import RuncHold, kill_at
+from tests.field.killpoints import RuncHold, kill_at, parent
 from tests.field.shimctl_run import gc, summary
 from tests.support import leftovers
 from tests.support.cri import NAMESPACE, Cri
@@ -38,7 +38,7 @@ def test_killed_at_init_pid_during_start_container(cri: Cri, runc_hold: RuncHold
     pod = cri.run_pod("killed")
     app = cri.run_container(pod, "app")
     live = [cri.container_pid(app)]
-    live += [p.pid for p in psutil.Process(live[0]).parent().children() if p.pid != live[0]]
+    live += [p.pid for p in parent(live[0]).children() if p.pid != live[0]]
     created = {pid: psutil.Process(pid).create_time() for pid in live}
     victim = cri.create_container(pod, "victim")
     runc_hold.arm()

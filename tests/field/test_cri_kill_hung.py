@@ -13,6 +13,7 @@ import signal
 import psutil
 import pytest
 
+from tests.field.killpoints import parent
 from tests.field.shimctl_run import gc, summary
 from tests.support import leftovers
 from tests.support.cri import Cri
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("socket_dir_exclusive")
 def test_kill_hung_pod_shim_leaves_no_container_process(cri: Cri) -> None:
     pod = cri.run_pod("hung")
     members = [cri.run_container(pod, name) for name in ("app", "sidecar")]
-    shim = psutil.Process(cri.container_pid(members[0])).parent()
+    shim = parent(cri.container_pid(members[0]))
     shim_started = shim.create_time()
     os.kill(shim.pid, signal.SIGSTOP)
     try:

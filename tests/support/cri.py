@@ -51,7 +51,7 @@ def stubs() -> tuple[ModuleType, ModuleType]:
     key = hashlib.sha256(text).hexdigest()[:16]
     out = STUB_CACHE / key
     if not (out / f"{STUB_NAME}_pb2_grpc.py").is_file():
-        from grpc_tools import protoc  # type: ignore[import-untyped]
+        from grpc_tools import protoc  # type: ignore[import-untyped,unused-ignore]
 
         STUB_CACHE.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=STUB_CACHE))
@@ -184,7 +184,7 @@ class Cri:
     @property
     def runtime(self) -> Any:
         """The RuntimeService stub (a fresh channel after containerd restarts)."""
-        import grpc
+        import grpc  # type: ignore[import-untyped,unused-ignore]
 
         _, svc = stubs()
         if self._channel is None:
