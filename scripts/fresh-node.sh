@@ -49,29 +49,34 @@ if [[ ${1:-} == --inner ]]; then
 	merged="$run/merged"
 	steps_file="$run/steps"
 
+	# These run in this shell itself, never in a subshell ($(...), a pipe), which would be one
+	# of the processes listed: results go through files.
 	namespace_pids() { # every live, non-zombie process of this PID namespace but PID 1
 		local stat pid state
+		: >"$run/pids"
 		for stat in "$merged"/proc/[0-9]*/stat; do
 			pid="${stat%/stat}" pid="${pid##*/}"
 			[[ $pid == 1 ]] && continue
 			state="$(sed -n 's/^.*) \([A-Za-z]\) .*$/\1/p' "$stat" 2>/dev/null)" || continue
-			[[ -n $state && $state != Z ]] && echo "$pid"
+			if [[ -n $state && $state != Z ]]; then echo "$pid" >>"$run/pids"; fi
 		done
 	}
 	kill_leftovers() { # by PID: each was started in this namespace, i.e. by this script
-		local pids
-		pids="$(namespace_pids | tr '\n' ' ')"
-		[[ -n ${pids// /} ]] || return 0
-		# shellcheck disable=SC2086
-		kill -KILL $pids 2>/dev/null || true
-		sleep 0.5
-	}
-	leftovers() { # "pid argv" of each process a step left behind
 		local pid
-		for pid in $(namespace_pids); do
-			[[ -d $merged/proc/$pid ]] || continue # the listing's own subshell
-			echo "$pid $(tr '\0' ' ' 2>/dev/null <"$merged/proc/$pid/cmdline" | cut -c1-160)"
-		done
+		namespace_pids
+		while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$run/pids"
+		[[ -s $run/pids ]] && sleep 0.5
+		return 0
+	}
+	leftovers() { # "pid argv" of each process a step left behind, into $run/left
+		local pid
+		namespace_pids
+		: >"$run/left"
+		while read -r pid; do
+			[[ -d $merged/proc/$pid ]] || continue
+			echo "$pid $(tr '\0' ' ' 2>/dev/null <"$merged/proc/$pid/cmdline" | cut -c1-160)" \
+				>>"$run/left"
+		done <"$run/pids"
 	}
 	inner_cleanup() {
 		kill_leftovers
@@ -109,12 +114,11 @@ if [[ ${1:-} == --inner ]]; then
 		t0="$(now)"
 		"$@" >"$log" 2>&1 || status=$?
 		t1="$(now)"
-		local left
-		left="$(leftovers)"
-		if [[ -n $left ]]; then
+		leftovers
+		if [[ -s $run/left ]]; then
 			{
 				echo "fresh-node: processes left over after $name:"
-				echo "$left"
+				cat "$run/left"
 			} >>"$log"
 			((status)) || status=99
 			kill_leftovers
