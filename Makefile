@@ -46,11 +46,10 @@ test-lowest: deps ## pyproject's lower bounds exactly, in a throwaway venv: the 
 	@BASE_PYTHON=$(BASE_PYTHON) bash scripts/test-deps.sh lowest $(PYTEST_ARGS)
 
 coverage: deps ## the suite under coverage.py (subprocesses too), a figure per package
-	rm -rf build/coverage
+	rm -rf build/coverage && mkdir -p build/coverage
 	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON) -m coverage run -m pytest -p no:benchmark -n 2 -q $(PYTEST_ARGS)
 	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON) -m coverage combine -q
-	$(PYTHON) -m coverage report --format=total >/dev/null
-	$(PYTHON) scripts/coverage-by-package.py
+	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON) scripts/coverage-by-package.py
 
 lock: ## refresh requirements/*.lock from pyproject.toml (uv, in a throwaway venv)
 	@BASE_PYTHON=$(BASE_PYTHON) bash scripts/lock.sh

@@ -16,7 +16,8 @@
 #     into /root/shimctl, then `make demo` and `make test` there, exactly as the README writes
 #     them, with a clean environment and CI=true; then `make install`, the installed command,
 #     `make uninstall`. Each step is reported with its name, seconds and ok/failed, and no
-#     process may be left over after a step.
+#     process may be left over after a step. The environment is empty but for HOME, PATH, LANG,
+#     CI=true and the caller's TERM.
 #  4. Everything is undone, also on failure or interruption: the processes left in the PID
 #     namespace are killed by PID (all of them were started here), the mounts go with the mount
 #     namespace (and are unmounted first), the run's directory is removed. Logs of the last
@@ -45,7 +46,7 @@ seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # --- the inner part: PID 1 of its own PID namespace, in its own mount namespace -----------
 if [[ ${1:-} == --inner ]]; then
 	shift
-	root="$1" run="$2" head="$3" repo="$4" keep_going="$5"
+	root="$1" run="$2" head="$3" repo="$4" keep_going="$5" term="$6"
 	merged="$run/merged"
 	steps_file="$run/steps"
 
@@ -138,9 +139,10 @@ if [[ ${1:-} == --inner ]]; then
 			"${summary:+ ($summary)}" >>"$steps_file"
 		say "step $name: $result in $(seconds "$t0" "$t1") s"
 	}
-	# A user's login on the node: root, a clean environment, the clone as working directory.
+	# A user's login on the node: root, a clean environment (but the caller's TERM, as a login
+	# from that terminal has), the clone as working directory.
 	in_node() {
-		chroot "$merged" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
+		chroot "$merged" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="$term" CI=true \
 			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 			/bin/bash -c "cd $CLONE && $1"
 	}
@@ -292,8 +294,11 @@ mkdir -p "$run/logs"
 say "HEAD ${head:0:12} of $repo on a fresh $SUITE root (a copy of $root)"
 status=0
 # --kill-child: if this script dies, the namespace's PID 1 is killed and all in it with it.
+# env --default-signal: a command started with & by a non-interactive shell ignores SIGINT and
+# SIGQUIT, and so would everything under it (the suite interrupts shimctl with SIGINT).
 unshare --mount --pid --fork --kill-child --propagation private \
-	bash "${BASH_SOURCE[0]}" --inner "$root" "$run" "$head" "$repo" "$keep_going" &
+	env --default-signal=INT,QUIT \
+	bash "${BASH_SOURCE[0]}" --inner "$root" "$run" "$head" "$repo" "$keep_going" "${TERM:-dumb}" &
 inner_pid=$!
 wait "$inner_pid" || status=$?
 inner_pid=""

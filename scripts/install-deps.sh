@@ -180,7 +180,7 @@ lock=requirements/dev.lock
 [[ $mode == demo ]] && lock=requirements/run.lock
 key_of() { # the stamp line for one lock file
 	{
-		sha256sum "$1"
+		sha256sum "$1" pyproject.toml
 		"$PYTHON" -c 'import sys; print(sys.executable, sys.version)'
 		pwd -P
 	} | sha256sum | cut -d' ' -f1
@@ -216,4 +216,9 @@ pip=("$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=
 echo "install-deps: pip install -r $lock" >&2
 run_quiet "${pip[@]}" --require-hashes -r "$lock"
 run_quiet "${pip[@]}" --no-deps --no-build-isolation -e .
+if ! "$PYTHON" -m pip check >"$log" 2>&1; then
+	cat "$log" >&2
+	echo "install-deps: $lock does not satisfy pyproject.toml: run make lock, commit the result" >&2
+	exit 1
+fi
 key_of "$lock" >"$stamp"
