@@ -45,11 +45,14 @@ test-latest: deps ## the newest release of every dependency, in a throwaway venv
 test-lowest: deps ## pyproject's lower bounds exactly, in a throwaway venv: the suite
 	@BASE_PYTHON=$(BASE_PYTHON) bash scripts/test-deps.sh lowest $(PYTEST_ARGS)
 
+# The report is made also when a test fails; the exit status is the suite's.
+COVERAGE = COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON)
 coverage: deps ## the suite under coverage.py (subprocesses too), a figure per package
-	rm -rf build/coverage && mkdir -p build/coverage
-	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON) -m coverage run -m pytest -p no:benchmark -n 2 -q $(PYTEST_ARGS)
-	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON) -m coverage combine -q
-	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage $(PYTHON) scripts/coverage-by-package.py
+	@rm -rf build/coverage && mkdir -p build/coverage
+	@status=0; $(COVERAGE) -m coverage run -m pytest -p no:benchmark -n 2 -q $(PYTEST_ARGS) \
+		|| status=$$?; \
+	$(COVERAGE) -m coverage combine -q && $(COVERAGE) scripts/coverage-by-package.py; \
+	exit $$status
 
 lock: ## refresh requirements/*.lock from pyproject.toml (uv, in a throwaway venv)
 	@BASE_PYTHON=$(BASE_PYTHON) bash scripts/lock.sh
