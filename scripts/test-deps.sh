@@ -108,7 +108,14 @@ if [[ $mode == latest ]]; then
 	run "ruff format --check" "$py" -m ruff format --check shimctl tests tools
 	run "mypy --strict" "$py" -m mypy --strict shimctl tools
 fi
-run "pytest" "$py" -m pytest -p no:benchmark -p no:cacheprovider -n 2 -q "$@"
+deselect=()
+if [[ $mode == lowest ]]; then
+	# The committed docs/json-schema.md and completions/ are what `make docs` generates with
+	# the locked pydantic and click (older ones word them differently: descriptions from
+	# docstrings since pydantic 2.13, click's zsh script since 8.1.4); not a runtime claim.
+	deselect=(--deselect tests/unit/tools/test_docgen.py::test_generated_files_are_current)
+fi
+run "pytest" "$py" -m pytest -p no:benchmark -p no:cacheprovider -n 2 -q "${deselect[@]}" "$@"
 if ((${#failed[@]})); then
 	say "FAILED: $(printf '%s, ' "${failed[@]}" | sed 's/, $//')"
 	exit 1
