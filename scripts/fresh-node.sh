@@ -235,9 +235,9 @@ t0="$(now)"
 if ((rebuild)) || [[ ! -f $root/.complete ]]; then
 	if ! command -v mmdebstrap >/dev/null; then
 		say "apt-get install mmdebstrap"
-		DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0 install -y \
-			--no-install-recommends mmdebstrap >/dev/null ||
-			die "apt-get install mmdebstrap failed"
+		apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0 "$@" >/dev/null; }
+		apt_get update || die "apt-get update failed"
+		apt_get install -y --no-install-recommends mmdebstrap || die "apt-get install mmdebstrap failed"
 	fi
 	say "building the $SUITE root file system in $root"
 	tmp="$CACHE/.tmp-root-$key.$$"
@@ -298,7 +298,8 @@ status=0
 # SIGQUIT, and so would everything under it (the suite interrupts shimctl with SIGINT).
 unshare --mount --pid --fork --kill-child --propagation private \
 	env --default-signal=INT,QUIT \
-	bash "${BASH_SOURCE[0]}" --inner "$root" "$run" "$head" "$repo" "$keep_going" "${TERM:-dumb}" &
+	bash "${BASH_SOURCE[0]}" --inner "$root" "$run" "$head" "$repo" "$keep_going" "${TERM:-dumb}" \
+	9>&- & # the cache lock stays with this shell, not with what the suite starts
 inner_pid=$!
 wait "$inner_pid" || status=$?
 inner_pid=""
