@@ -11,7 +11,13 @@ base=$(mktemp -d /tmp/shimctl-demo.XXXXXX)
 export SHIMCTL_ROOT=$base/root SHIMCTL_STATE=$base/state SHIMCTL_ADDRESS=$base/containerd.sock
 export SHIMCTL_CONFIG=$base/no-config.toml
 shimctl() { "$PYTHON" -m shimctl "$@"; }
-step() { printf '\n\033[1m$ shimctl %s\033[0m\n' "$*"; shimctl "$@"; }
+# Step headers in bold only on a terminal without NO_COLOR (https://no-color.org), as shimctl's
+# own output does; plain text in a log or a pipe.
+bold="" plain=""
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ] && [ "${TERM:-dumb}" != dumb ]; then
+  bold=$'\033[1m' plain=$'\033[0m'
+fi
+step() { printf '\n%s$ shimctl %s%s\n' "$bold" "$*" "$plain"; shimctl "$@"; }
 
 cleanup() {
   # Stop what the demo started, by PID, after checking each is a shim of this private address.

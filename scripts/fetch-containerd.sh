@@ -147,6 +147,9 @@ PY
 }
 
 # Private apt config for a suite: its own sources list, lists, status, preferences and cache.
+# Check-Valid-Until is off for this config only: a mirror that serves a suite's Release file
+# past its Valid-Until (a stale mirror, a snapshot) still gives the binaries, whose signatures
+# are checked as usual; the system's apt is not affected (apt.conf(5), Acquire::Check-Valid-Until).
 setup_apt() { # $1 = suite, $2 = its private dir
 	local suite="$1" d="$2"
 	mkdir -p "$d/lists/partial" "$d/preferences.d" "$d/cache/archives/partial"
@@ -167,6 +170,7 @@ Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 APT::Sandbox::User "root";
 Acquire::Languages "none";
+Acquire::Check-Valid-Until "false";
 #clear APT::Update::Pre-Invoke;
 #clear APT::Update::Post-Invoke;
 #clear APT::Update::Post-Invoke-Success;

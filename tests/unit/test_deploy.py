@@ -31,6 +31,35 @@ def check_gc_argv(argv: list[str]) -> None:
     assert gc.make_context("gc", argv[at + 1 :]).params["metrics_file"] == METRICS
 
 
+def run_with_fake_shimctl(shell: str, tmp_path: Path) -> Path:
+    """Run a schedule's shell text with the metrics dir moved under tmp_path (missing) and a fake
+    `shimctl` first on PATH that fails unless its --metrics-file's directory exists: the text
+    must make the directory before gc runs. Returns the metrics dir."""
+    textfile_dir = tmp_path / "var/lib/node_exporter/textfile_collector"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    fake = bin_dir / "shimctl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'while [ $# -gt 0 ]; do [ "$1" = --metrics-file ] && f=$2; shift; done\n'
+        'test -d "$(dirname "$f")" && echo ran > "$f.ran"\n'
+    )
+    fake.chmod(0o755)
+    assert not textfile_dir.exists()
+    script = shell.replace(TEXTFILE_DIR, str(textfile_dir)).replace("/usr/local/bin/", "")
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (textfile_dir / "shimctl.prom.ran").read_text() == "ran\n"
+    return textfile_dir
+
+
 def unit_values(path: Path, key: str) -> list[str]:
     return [
         line.split("=", 1)[1]
@@ -45,6 +74,10 @@ def test_systemd_units(tmp_path: Path) -> None:
     (exec_start,) = unit_values(service, "ExecStart")
     check_gc_argv(shlex.split(exec_start))
     assert unit_values(service, "Type") == ["oneshot"]
+    # The metrics dir is made before gc: ExecStartPre lines run first, in order.
+    run_with_fake_shimctl(
+        " && ".join([*unit_values(service, "ExecStartPre"), exec_start]), tmp_path / "run"
+    )
     assert unit_values(timer, "OnUnitActiveSec") and unit_values(timer, "WantedBy")
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
@@ -64,7 +97,7 @@ def test_systemd_units(tmp_path: Path) -> None:
     assert proc.stderr.strip() == "", proc.stderr  # unknown keys are only warnings
 
 
-def test_cron_d_file() -> None:
+def test_cron_d_file(tmp_path: Path) -> None:
     path = DEPLOY / "cron.d" / "shimctl-gc"
     assert "." not in path.name  # cron skips files in /etc/cron.d with a dot in the name
     text = path.read_text()
@@ -87,7 +120,8 @@ def test_cron_d_file() -> None:
                 for n in base.split("-"):
                     assert lo <= int(n) <= hi, field
     assert user == "root"
-    check_gc_argv(shlex.split(command))
+    check_gc_argv(shlex.split(command.split("&&")[-1]))
+    run_with_fake_shimctl(command, tmp_path)  # the metrics dir is made before gc
 
 
 def _daemonset() -> dict[str, Any]:
@@ -100,7 +134,7 @@ def _daemonset() -> dict[str, Any]:
     return doc
 
 
-def test_kubernetes_daemonset() -> None:
+def test_kubernetes_daemonset(tmp_path: Path) -> None:
     ds = _daemonset()
     assert ds["apiVersion"] == "apps/v1" and ds["kind"] == "DaemonSet"
     spec = ds["spec"]["template"]["spec"]
@@ -133,3 +167,7 @@ def test_kubernetes_daemonset() -> None:
     script = container["args"][0].replace("\\\n", " ")
     gc_line = next(line for line in script.splitlines() if "shimctl gc" in line)
     check_gc_argv(shlex.split(gc_line))
+    # One round of the loop: the metrics dir is made before gc (hostPath's DirectoryOrCreate
+    # makes it only when the pod starts).
+    one_round = script.replace("while true; do", "").replace("sleep 900", "").replace("done", "")
+    run_with_fake_shimctl(one_round, tmp_path)
