@@ -118,6 +118,16 @@ if [[ $mode != python ]]; then
 	fi
 fi
 
+# --- Docker (Debian's docker.io, tini) for the field tests beside real clients -------------
+# (scripts/install-field-deps.sh; silent when installed). Fatal only in CI, where the field
+# tests would fail anyway.
+if [[ $mode == test ]]; then
+	if ! bash scripts/install-field-deps.sh; then
+		[[ ${CI:-} == true ]] && { echo "install-deps: install-field-deps.sh failed" >&2; exit 1; }
+		echo "install-deps: warning: docker.io not installed; the field tests skip" >&2
+	fi
+fi
+
 # --- containerd 1.7 and 2.1 (trixie's, sid's) for the generations tests, cached outside ----
 # the clone; silent when cached. One suite at a time, so that a failure names its generation.
 # Failing is fatal only in CI (the generations tests skip, and fail with CI=true).

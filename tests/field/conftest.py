@@ -28,13 +28,6 @@ from tests.support.generations import SUITES, generation
 from tests.support.helpers import Node
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "field: beside real Docker / CRI (tests/field)")
-    config.addinivalue_line(
-        "markers", "runc_hold: the client's runc is a RuncHold wrapper (tests/field/killpoints)"
-    )
-
-
 def _hold(node: Node, request: pytest.FixtureRequest, path_prefix: tuple[str, ...]) -> str:
     """The runc wrapper's path if the test is marked ``runc_hold`` (stashed for the test)."""
     if request.node.get_closest_marker("runc_hold") is None:
