@@ -233,8 +233,8 @@ def _params(ctx: click.Context, command: click.Command) -> list[str]:
         record = param.get_help_record(ctx)
         if record is None:
             continue
-        names, help = record
-        out += [".TP", f"\\fB{_opts(names)}\\fR", _roff(help or "")]
+        names, help_text = record
+        out += [".TP", f"\\fB{_opts(names)}\\fR", _roff(help_text or "")]
     return out
 
 
