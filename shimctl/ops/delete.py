@@ -90,9 +90,15 @@ def _delete_through_shim(
             notes.append("the shim had no task (never created, or already deleted)")
         if sandboxed:
             notes.append("sandboxed task: the sandbox's shim keeps running")
+            if exit_ is None:
+                shimstop.run_delete_verb(s, bundle, notes)
             return exit_, False
         stopped = shimstop.shutdown(client, bundle.id, info.shim_pid, s, notes)
     checkpoint("delete:shim-stopped")
+    if exit_ is None:
+        # The shim knew no task, but the runtime may have one (a create cut short): its
+        # delete verb, or a `runc init` outlives the bundle (as in reconcile/apply.py).
+        shimstop.run_delete_verb(s, bundle, notes)
     return exit_, stopped
 
 
