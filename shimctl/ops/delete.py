@@ -19,10 +19,10 @@ from shimctl.models.results import DeleteResult
 from shimctl.node import processes, sockets
 from shimctl.node.bundle import SANDBOX, Bundle
 from shimctl.node.lock import state_lock
-from shimctl.ops import access, shimstop
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
 from shimctl.shim.task import Exit
+from shimctl.steps import access, shimstop
 
 
 def delete(settings: Settings, id: str, *, force: bool = False) -> DeleteResult:

@@ -21,11 +21,11 @@ from shimctl.node import processes, sockets
 from shimctl.node.bundle import Bundle
 from shimctl.node.fs import is_within, remove_tree
 from shimctl.node.lock import state_lock
-from shimctl.ops import shimstop
 from shimctl.reconcile.evidence import Item, locate
 from shimctl.reconcile.plan import Decision, Planned
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
+from shimctl.steps import shimstop
 
 MAX_WORKERS = 16
 

@@ -11,10 +11,10 @@ from shimctl.errors import NotFound, ShimctlError
 from shimctl.node import identifiers, processes, sockets
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import check_executable
-from shimctl.ops import access
 from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import ConnectInfo, Exit, TaskClient
+from shimctl.steps import access
 
 # How long a shim gets to exit after Shutdown before shimctl checks why it lingers.
 LINGER_CHECK = 0.5
