@@ -29,7 +29,7 @@ deps-python: ## the venv with the dev tools only (no root, no apt)
 lint: deps-python ## ruff, ruff format --check, mypy --strict
 	$(PYTHON) -m ruff check shimctl tests tools
 	$(PYTHON) -m ruff format --check shimctl tests tools
-	$(PYTHON) -m mypy --strict shimctl tools
+	$(PYTHON) -m mypy --strict shimctl tools tests
 
 check: lint ## lint + the unit tests: no root, no apt, seconds
 	$(PYTEST) -n 2 -q tests/unit $(PYTEST_ARGS)

@@ -151,8 +151,8 @@ def test_metadb_says_what_the_api_says(gen: Generation, containerd: Containerd, 
     assert live.version.startswith(gen.version), live.version
     assert live.containerd is not None and live.containerd.pid == cd.pid
     assert live.containerd.create_time == pytest.approx(psutil.Process(cd.pid).create_time())
-    for ns in ("default", OTHER_NS):  # what ctr lists, independently of shimctl
-        assert sorted(live.namespace(ns).containers) == sorted(cd.containers(ns))
+    for ns_name in ("default", OTHER_NS):  # what ctr lists, independently of shimctl
+        assert sorted(live.namespace(ns_name).containers) == sorted(cd.containers(ns_name))
     default = live.namespace("default")
     assert dict(default.containers[labelled].labels) == {
         "team": "a",
@@ -201,7 +201,8 @@ def test_api_task_states(gen: Generation, containerd: Containerd, node: Node) ->
     assert {t: (r.pid, r.status.upper()) for t, r in tasks.items()} == seen
     assert tasks[paused].status == "paused"
     assert tasks[exited].exit_status == 3
-    assert tasks[exited].exited_at is not None and tasks[exited].exited_at <= before
+    exited_at = tasks[exited].exited_at
+    assert exited_at is not None and exited_at <= before
     assert tasks[running].exited_at is None
 
 

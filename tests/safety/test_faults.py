@@ -248,7 +248,7 @@ def test_gc_cleans_a_leaked_shim_that_died_between_plan_and_action(
     """gc plans a delete-task for a live leaked shim; before the action runs, the shim dies
     (a gc killed mid-action had already shut it down). Under the lock the action finds the
     socket refusing and cleans the bundle as a dead shim's instead of failing."""
-    from shimctl.models.findings import Action, Kind
+    from shimctl.models.findings import Action, Kind, Mode
     from shimctl.reconcile import apply, collect, plan, run
     from shimctl.settings import Settings
 
@@ -256,10 +256,10 @@ def test_gc_cleans_a_leaked_shim_that_died_between_plan_and_action(
     settings = Settings(
         root=node.root, state=node.state, address=node.address, namespace_given=True
     )
-    planned = plan.plan(collect.collect(settings), mode="gc", min_age=0)
+    planned = plan.plan(collect.collect(settings), mode=Mode.GC, min_age=0)
     (lk,) = [p for p in planned if p.item.id == "lk"]
-    f = lk.decision
-    assert (f.kind, f.action) == (Kind.LEAKED, Action.DELETE_TASK)
+    decision = lk.decision
+    assert (decision.kind, decision.action) == (Kind.LEAKED, Action.DELETE_TASK)
 
     os.kill(pid, signal.SIGKILL)  # our own shim, started above: its socket stays, refusing
     assert wait_gone(pid, None)

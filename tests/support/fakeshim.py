@@ -292,8 +292,8 @@ class ShimServer(FakeShim):
             )
             conn.sendall(_ok(sid, reply.SerializeToString()))
         elif self.task_pid and req.method == "Pids":
-            reply = task_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self.task_pid)])
-            conn.sendall(_ok(sid, reply.SerializeToString()))
+            pids = task_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self.task_pid)])
+            conn.sendall(_ok(sid, pids.SerializeToString()))
         elif self.task_pid and req.method == "State":
             state = task_pb2.StateResponse(
                 id=req.method, pid=self.task_pid, status=task_pb2.RUNNING

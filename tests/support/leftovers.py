@@ -50,7 +50,7 @@ def runc_states(runc_root: Path) -> list[Path]:
 
 def find(parent: str, runc_roots: Iterable[Path], mount_bases: Iterable[Path]) -> list[str]:
     """Human-readable leftovers: processes, runc state, child cgroups, mounts."""
-    from shimctl.node.fs import mount_points_under
+    from shimctl.node.mounts import mount_points_under
 
     left = [f"process {pid} {describe(pid)}" for pid in sorted(cgroup_pids(parent))]
     for root in runc_roots:

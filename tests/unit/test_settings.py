@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,9 +298,12 @@ def test_precedence_per_field(
     missing = tmp_path / "missing.toml"
     assert getattr(build_settings(config=missing, publish_binary="/x"), field) == default
     assert getattr(build_settings(config=cfg, publish_binary="/x"), field) == from_config
-    explicit = build_settings(config=cfg, publish_binary="/x", **{field: flag})
+    # build_settings types each keyword; the parametrized field's value is one of them.
+    flags: dict[str, Any] = {field: flag}
+    explicit = build_settings(config=cfg, publish_binary="/x", **flags)
     assert getattr(explicit, field) == from_flag
-    empty = build_settings(config=cfg, publish_binary="/x", **{field: ""})
+    unset: dict[str, Any] = {field: ""}
+    empty = build_settings(config=cfg, publish_binary="/x", **unset)
     assert getattr(empty, field) == from_config
 
 

@@ -10,7 +10,7 @@ import pytest
 from shimctl.cli.context import CliContext
 from shimctl.cli.exits import report_exit, run
 from shimctl.errors import ExitCode, NotFound, Unsafe
-from shimctl.models.findings import ReconcileReport
+from shimctl.models.findings import Mode, ReconcileReport
 from shimctl.output.console import Console
 
 
@@ -68,6 +68,6 @@ def test_quiet_reaches_the_console(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(("errors", "code"), [(0, ExitCode.OK), (2, ExitCode.ACTIONS_FAILED)])
 def test_report_exit(errors: int, code: ExitCode) -> None:
     rep = ReconcileReport(
-        command="gc", dry_run=False, findings=[], duration_seconds=0.0, errors=errors
+        command=Mode.GC, dry_run=False, findings=[], duration_seconds=0.0, errors=errors
     )
     assert report_exit(rep) is code

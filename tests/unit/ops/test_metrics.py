@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shimctl import __version__
 from shimctl.errors import ExitCode
-from shimctl.models.findings import Finding, Kind, ReconcileReport
+from shimctl.models.findings import Action, Finding, Kind, Mode, Outcome, ReconcileReport
 from shimctl.ops import metrics
 from shimctl.reconcile.run import summarize
 from tests.support.helpers import Node, run_cli
@@ -40,16 +40,32 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def _report(*, failed: bool = False) -> ReconcileReport:
     findings = [
-        Finding(Kind.LEAKED, "default", "c1", "/s/default/c1", "r", "delete-task", outcome="done"),
-        Finding(Kind.RUNNING, "default", "c2", "/s/default/c2", "r"),
-        Finding(Kind.DEAD, "k8s.io", "p1", "/s/k8s.io/p1", "r", "delete-dead", outcome="done"),
         Finding(
-            Kind.STALE_SOCKET, "", "ab", "/run/containerd/s/ab", "r", "remove", outcome="failed"
+            Kind.LEAKED,
+            "default",
+            "c1",
+            "/s/default/c1",
+            "r",
+            Action.DELETE_TASK,
+            outcome=Outcome.DONE,
+        ),
+        Finding(Kind.RUNNING, "default", "c2", "/s/default/c2", "r"),
+        Finding(
+            Kind.DEAD, "k8s.io", "p1", "/s/k8s.io/p1", "r", Action.DELETE_DEAD, outcome=Outcome.DONE
+        ),
+        Finding(
+            Kind.STALE_SOCKET,
+            "",
+            "ab",
+            "/run/containerd/s/ab",
+            "r",
+            Action.REMOVE,
+            outcome=Outcome.FAILED,
         )
         if failed
-        else Finding(Kind.STALE_SOCKET, "", "ab", "/run/containerd/s/ab", "r", "remove"),
+        else Finding(Kind.STALE_SOCKET, "", "ab", "/run/containerd/s/ab", "r", Action.REMOVE),
     ]
-    return summarize("gc", False, findings, 1.25)
+    return summarize(Mode.GC, False, findings, 1.25)
 
 
 def test_exposition_parses_and_counts() -> None:
@@ -91,7 +107,9 @@ def test_failed_run_keeps_previous_success() -> None:
 
 
 def test_label_values_are_escaped() -> None:
-    rep = summarize("gc", False, [Finding("odd", 'n"s\\x\ny', "i", "/p", "r")], 0.1)
+    # "odd" is deliberately no Kind member: any kind text goes out as given.
+    odd = Finding("odd", 'n"s\\x\ny', "i", "/p", "r")  # type: ignore[arg-type]
+    rep = summarize(Mode.GC, False, [odd], 0.1)
     samples = parse(metrics.exposition(rep, now=1, version="1"))
     assert value(samples, "shimctl_gc_findings", kind="odd", namespace='n"s\\x\ny') == 1
 
@@ -99,7 +117,7 @@ def test_label_values_are_escaped() -> None:
 def test_write_is_atomic_and_readable(tmp_path: Path) -> None:
     target = tmp_path / "shimctl.prom"
     target.write_text("old\n")
-    metrics.record_gc(target, summarize("gc", False, [], 0.0), version="1", now=5.0)
+    metrics.record_gc(target, summarize(Mode.GC, False, [], 0.0), version="1", now=5.0)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert os.listdir(tmp_path) == ["shimctl.prom"]  # no temp file left behind
     assert metrics.previous_success(target) == 5.0

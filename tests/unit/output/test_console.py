@@ -24,7 +24,7 @@ from shimctl.errors import (
     Unsafe,
     from_grpc_code,
 )
-from shimctl.models.findings import Finding, ReconcileReport
+from shimctl.models.findings import Finding, Mode, ReconcileReport
 from shimctl.models.results import DeleteResult
 from shimctl.output import console
 from shimctl.output.console import Console
@@ -231,7 +231,7 @@ def _finding(**kw: object) -> Finding:
     return Finding(**base)  # type: ignore[arg-type]
 
 
-def _report(command: str, findings: list[Finding], **kw: object) -> ReconcileReport:
+def _report(command: Mode, findings: list[Finding], **kw: object) -> ReconcileReport:
     return ReconcileReport(
         command=command,
         dry_run=bool(kw.get("dry_run", False)),
@@ -243,7 +243,7 @@ def _report(command: str, findings: list[Finding], **kw: object) -> ReconcileRep
 
 
 def test_report_list_empty(capsys: pytest.CaptureFixture[str], no_color_env: None) -> None:
-    Console(json_output=False).report(_report("list", []))
+    Console(json_output=False).report(_report(Mode.LIST, []))
     assert capsys.readouterr().out == "no shims, bundles or leftovers found\n"
 
 
@@ -257,7 +257,7 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         protocol="ttrpc",
         age_seconds=3700,
     )
-    Console(json_output=False).report(_report("list", [f]))
+    Console(json_output=False).report(_report(Mode.LIST, [f]))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "NAMESPACE",
@@ -289,7 +289,7 @@ def test_report_gc_summary_and_failures(
 ) -> None:
     done = _finding(action="delete-dead", outcome="done")
     failed = _finding(id="c2", action="delete-dead", outcome="failed", error="boom")
-    Console(json_output=False).report(_report("gc", [done, failed], errors=1))
+    Console(json_output=False).report(_report(Mode.GC, [done, failed], errors=1))
     out, err = capsys.readouterr()
     assert "gc: found 1 dead; acted on 1, failed 1 (0.50s)\n" in out
     assert "c2" in out and "boom" in out
@@ -297,7 +297,7 @@ def test_report_gc_summary_and_failures(
 
 
 def test_report_json(capsys: pytest.CaptureFixture[str]) -> None:
-    Console(json_output=True).report(_report("gc", [_finding()], dry_run=True))
+    Console(json_output=True).report(_report(Mode.GC, [_finding()], dry_run=True))
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema_version"] == 1
     assert doc["command"] == "gc"

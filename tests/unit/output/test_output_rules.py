@@ -47,7 +47,11 @@ def test_progress_bar_only_on_a_terminal_and_for_many_items() -> None:
 
 def test_counted_reports_every_item() -> None:
     seen: list[tuple[str, int, int]] = []
-    fn = counted(lambda x: x * 2, "apply", 3, lambda *a: seen.append(a))
+
+    def double(x: int) -> int:
+        return x * 2
+
+    fn = counted(double, "apply", 3, lambda *a: seen.append(a))
     assert [fn(i) for i in range(3)] == [0, 2, 4]
     assert seen == [("apply", 0, 3), ("apply", 1, 3), ("apply", 2, 3), ("apply", 3, 3)]
     same = counted(len, "x", 1, None)

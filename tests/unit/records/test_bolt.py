@@ -130,7 +130,7 @@ def test_meta_with_the_higher_valid_txid_is_used(tmp_path: Path) -> None:
 
 
 def test_meta0_broken_meta1_is_found_by_probing(tmp_path: Path) -> None:
-    tree = {b"a": {b"b": b"c" * 500}, b"d": b"e"}
+    tree: Tree = {b"a": {b"b": b"c" * 500}, b"d": b"e"}
     data = bytearray(build(tree, page_size=1024))
     data[16] ^= 0xFF  # magic of meta0
     path = write(tmp_path, bytes(data))

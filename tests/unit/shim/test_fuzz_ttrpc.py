@@ -29,7 +29,7 @@ from shimctl.shim.ttrpc import TtrpcClient
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 
 
-def fuzz(default: int) -> Any:
+def fuzz(default: int) -> settings:
     """Hypothesis settings: `default` examples in the suite, FUZZ_EXAMPLES under make fuzz."""
     return settings(
         max_examples=max(default, FUZZ_EXAMPLES),
@@ -115,8 +115,8 @@ def test_fuzz_task_payloads_structured(
     ]  # fmt: skip
     for msg in messages:
         if hasattr(msg, "exited_at"):
-            msg.exited_at.seconds = seconds  # type: ignore[attr-defined]
-            msg.exited_at.nanos = nanos  # type: ignore[attr-defined]
+            msg.exited_at.seconds = seconds
+            msg.exited_at.nanos = nanos
         data = msg.SerializeToString()
         for payload in (data, data + junk, junk + data, data[: len(data) // 2]):
             _all_calls(payload)
