@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shimctl.node.spec import default_spec, encode_spec  # noqa: E402
-from shimctl.ops.manager import ShimManager  # noqa: E402
+from shimctl.ops.start import start  # noqa: E402
 from shimctl.settings import Settings, Timeouts  # noqa: E402
 from shimctl.shim.task import Mount, TaskClient, runc_options_any  # noqa: E402
 
@@ -89,10 +89,9 @@ class Node:
         ]
 
     def start_shims(self, prefix: str, count: int, spec: bytes | None = None) -> list[int]:
-        manager = ShimManager(self.settings)
         pids = []
         for i in range(count):
-            result = manager.start(f"{prefix}{i}", spec=spec)
+            result = start(self.settings, f"{prefix}{i}", spec=spec)
             assert result.shim_pid
             self.track(result.shim_pid)
             pids.append(result.shim_pid)
@@ -129,7 +128,7 @@ class Node:
 
 
 def _mounts_under(base: Path) -> list[str]:
-    from shimctl.node.fs import mount_points_under
+    from shimctl.node.mounts import mount_points_under
 
     return mount_points_under(base)
 
