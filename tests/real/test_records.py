@@ -35,6 +35,7 @@ GENERATIONS = all_generations()
 OTHER_NS = "records-other"
 TIMEOUT = 10.0
 
+
 def _gen_id(gen: Generation) -> str:
     return f"containerd-{gen.version}" if not gen.missing else f"{gen.suite}-{gen.series}"
 
