@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.support.findings import by_id
 from tests.support.helpers import Node, run_cli
 
 
@@ -18,7 +19,7 @@ def gc(node: Node, *extra: str) -> dict[str, Any]:
 
 def findings(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """id -> finding of a gc or list result."""
-    return {f["id"]: f for f in result["findings"]}
+    return by_id(result)
 
 
 def acted(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from shimctl.node.mounts import mount_points_under, unmount_all
 from shimctl.node.spec import default_spec, encode_spec, remapped_gid
 from shimctl.settings import Settings
 from tests.support.helpers import Node
+from tests.support.tree import snapshot
 
 NS = "default"
 SPEC = encode_spec(default_spec())
@@ -34,24 +35,6 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def _tree(top: Path) -> dict[str, str]:
-    """Every entry under `top` (not following links) -> a short description."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = os.lstat(p)
-            rel = str(p.relative_to(top))
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = "link:" + os.readlink(p)
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = f"file:{oct(stat.S_IMODE(st.st_mode))}:{p.read_bytes()!r}"
-            else:
-                out[rel] = f"{stat.S_IFMT(st.st_mode):o}:{oct(stat.S_IMODE(st.st_mode))}"
-    return out
-
-
-@pytest.fixture
 def umask077() -> Iterator[None]:
     old = os.umask(0o077)
     try:
@@ -163,13 +146,13 @@ def test_create_existing_bundle_is_already_exists_and_untouched(
     b = _create(settings)
     (b.path / "address").write_text("unix:///run/containerd/s/x")
     (b.work / "criu-state").write_text("keep")
-    before_state, before_root = _tree(node.task_state), _tree(node.task_root)
+    before_state, before_root = snapshot(node.task_state), snapshot(node.task_root)
     with pytest.raises(AlreadyExists) as info:
         _create(settings, spec=b"{}")
     assert str(info.value).startswith(f"bundle {b.path} already exists: task 'c1'")
     assert info.value.exit_code == ExitCode.ALREADY_EXISTS
-    assert _tree(node.task_state) == before_state
-    assert _tree(node.task_root) == before_root
+    assert snapshot(node.task_state) == before_state
+    assert snapshot(node.task_root) == before_root
 
 
 def test_create_over_a_symlinked_bundle_name_is_already_exists(
@@ -325,26 +308,26 @@ def test_delete_refuses_a_work_link_out_of_root(
     if how == "other-namespace":
         (node.task_root / "other" / "c1").mkdir(parents=True)
     os.symlink(target, link)
-    before_state, before_root = _tree(node.task_state), _tree(node.task_root)
+    before_state, before_root = snapshot(node.task_state), snapshot(node.task_root)
     with pytest.raises(Unsafe) as info:
         b.delete()
     assert f"{link} points at {target}" in str(info.value)
     assert info.value.exit_code == ExitCode.UNSAFE
     assert _intact(precious)
     assert sorted(os.listdir(precious)) == ["keep.txt", "sub"]
-    assert _tree(node.task_state) == before_state
-    assert _tree(node.task_root) == before_root
+    assert snapshot(node.task_state) == before_state
+    assert snapshot(node.task_root) == before_root
 
 
 def test_delete_refuses_a_symlinked_rootfs(settings: Settings, node: Node, precious: Path) -> None:
     b = _create(settings)
     (b.path / "rootfs").rmdir()
     os.symlink(precious, b.path / "rootfs")
-    before = _tree(node.task_state)
+    before = snapshot(node.task_state)
     with pytest.raises(Unsafe, match="rootfs is a symlink"):
         b.delete()
     assert _intact(precious)
-    assert _tree(node.task_state) == before
+    assert snapshot(node.task_state) == before
     assert b.work.is_dir()
 
 
@@ -361,13 +344,13 @@ def test_delete_keeps_a_bundle_with_non_empty_rootfs(settings: Settings, node: N
     b = _create(settings)
     (b.path / "rootfs" / "bin").mkdir()
     (b.path / "rootfs" / "bin" / "sh").write_text("x")
-    before_state, before_root = _tree(node.task_state), _tree(node.task_root)
+    before_state, before_root = snapshot(node.task_state), snapshot(node.task_root)
     with pytest.raises(FailedPrecondition) as info:
         b.delete()
     assert str(info.value) == f"bundle rootfs {b.path / 'rootfs'} is not empty"
     assert info.value.exit_code == ExitCode.FAILED_PRECONDITION
-    assert _tree(node.task_state) == before_state
-    assert _tree(node.task_root) == before_root
+    assert snapshot(node.task_state) == before_state
+    assert snapshot(node.task_root) == before_root
 
 
 def test_delete_unmounts_rootfs_and_spares_the_mount_source(

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from shimctl.errors import ExitCode
+from tests.support import findings
 from tests.support.containerd import Containerd, running_containerd, tool_env
 from tests.support.helpers import (
     DEFAULT_RUNC_ROOT,
@@ -52,7 +53,7 @@ def _doc(proc: subprocess.CompletedProcess[str]) -> Any:
 
 
 def _findings(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
-    return {f["id"]: f for f in _doc(proc)["result"]["findings"]}
+    return findings.by_id(proc)
 
 
 def _shimctl(node: Node, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

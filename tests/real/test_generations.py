@@ -31,6 +31,7 @@ import psutil
 import pytest
 
 from shimctl.shim.task import Mount, TaskClient, runc_options_any
+from tests.support import findings
 from tests.support.containerd import Containerd, bundle_connection, running_containerd, tool_env
 from tests.support.generations import Generation, all_generations, generation
 from tests.support.helpers import (
@@ -104,7 +105,7 @@ def _doc(proc: subprocess.CompletedProcess[str]) -> Any:
 
 def _findings(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {f["id"]: f for f in _doc(proc)["result"]["findings"] if f["namespace"] == "default"}
+    return findings.by_id(proc, namespace="default")
 
 
 def _start(gen: Generation, node: Node, task_id: str, *args: str) -> dict[str, Any]:

@@ -29,9 +29,9 @@ from tests.support.safetykit import (
     node_processes,
     precious_dir,
     signals_of,
-    snapshot,
 )
 from tests.support.tasks import Started, create_task, spec_file, start_shim
+from tests.support.tree import snapshot
 
 pytestmark = pytest.mark.real
 

@@ -26,9 +26,9 @@ from tests.support.safetykit import (
     make_bundle,
     precious_dir,
     signals_of,
-    snapshot,
 )
 from tests.support.tasks import Started, start_shim
+from tests.support.tree import snapshot
 
 NS = "default"
 

@@ -4,12 +4,10 @@ must end cleanly."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -20,6 +18,7 @@ import psutil
 
 from shimctl.errors import ExitCode
 from shimctl.node.spec import default_spec
+from tests.support.findings import by_key
 from tests.support.helpers import (
     Node,
     find_address_processes,
@@ -73,8 +72,7 @@ def clean_exit(proc: subprocess.CompletedProcess[str], *codes: int) -> None:
 
 def findings(proc: subprocess.CompletedProcess[str]) -> dict[tuple[str, str], dict[str, object]]:
     """(namespace, id) -> finding of a --json list/gc/load run."""
-    doc = json.loads(proc.stdout)
-    return {(f["namespace"], f["id"]): f for f in doc["result"]["findings"]}
+    return dict(by_key(proc))
 
 
 # -- bundles made by hand --------------------------------------------------------------------
@@ -135,33 +133,6 @@ def precious_dir(base: Path) -> Path:
     (d / "sub").mkdir(exist_ok=True)
     (d / "sub" / "deep.txt").write_text("me neither\n")
     return d
-
-
-def snapshot(*tops: Path) -> dict[str, tuple[str, ...]]:
-    """Every path under `tops` with its type, mode and content (digest) or link target."""
-    out: dict[str, tuple[str, ...]] = {}
-
-    def one(p: str) -> None:
-        st = os.lstat(p)
-        mode = oct(stat.S_IMODE(st.st_mode))
-        if stat.S_ISLNK(st.st_mode):
-            out[p] = ("link", os.readlink(p))
-        elif stat.S_ISREG(st.st_mode):
-            with open(p, "rb") as f:
-                out[p] = ("file", mode, hashlib.sha256(f.read()).hexdigest())
-        elif stat.S_ISDIR(st.st_mode):
-            out[p] = ("dir", mode)
-        else:
-            out[p] = ("other", mode, str(stat.S_IFMT(st.st_mode)))
-
-    for top in tops:
-        if not os.path.lexists(top):
-            continue
-        one(str(top))
-        for dirpath, dirnames, filenames in os.walk(top):
-            for name in dirnames + filenames:
-                one(os.path.join(dirpath, name))
-    return out
 
 
 # -- processes -------------------------------------------------------------------------------
