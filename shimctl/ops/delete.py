@@ -45,6 +45,11 @@ def delete(settings: Settings, id: str, *, force: bool = False) -> DeleteResult:
                 raise Unavailable("the bundle has no shim address")
             exit_, stopped = _delete_through_shim(s, bundle, boot, sandboxed, notes)
             method = "task-api"
+            if exit_ is None:
+                # The shim had no task, yet runc may (`created`, with its `runc init`, state
+                # dir and cgroup): the runtime's verb, as containerd runs it on disconnect
+                # (core/runtime/v2/shim.go at containerd v2.1.9), before the bundle goes.
+                shimstop.run_delete_verb(s, bundle, notes)
         except (Unavailable, DeadlineExceeded, ProtocolError) as err:
             # Unavailable: nothing answers. DeadlineExceeded: something hangs. Garbage
             # (ProtocolError) is no answer either, but only --force acts on it.

@@ -92,7 +92,19 @@ def _run(settings: Settings, planned: Planned, shims: Scan) -> ActionResult:
     except Skip as why:
         return ActionResult(Outcome.SKIPPED, None, (*notes, str(why)))
     except (ShimctlError, OSError) as err:
+        if decision.action in _OF_A_BUNDLE and _vanished(settings, item, err):
+            return ActionResult(Outcome.REMOVED_BY_CONTAINERD, None, (*notes, str(err)))
         return ActionResult(Outcome.FAILED, str(err), tuple(notes))
+
+
+def _vanished(settings: Settings, item: Item, err: BaseException) -> bool:
+    """The bundle went while its action ran, and not by shimctl's hand: a path not found and
+    the bundle's name gone. containerd's own cleanup of a disconnected shim deletes the bundle
+    too (core/runtime/v2/shim.go at containerd v2.1.9: cleanupAfterDeadShim), and its atomic
+    delete renames the bundle to the same `.<id>` shimctl's does."""
+    if not isinstance(err, FileNotFoundError | NotFound):
+        return False
+    return not os.path.lexists(locate(settings, item.namespace, item.id).path)
 
 
 def _bundle(settings: Settings, item: Item) -> Bundle:
@@ -117,7 +129,10 @@ def _delete_task(settings: Settings, item: Item, decision: Decision, _shims: Sca
         # crashed shimctl had already shut it down): clean it up as a dead one, re-verified.
         yield f"the shim went away ({err}); cleaned as dead"
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
-        yield from _delete_verb(settings, bundle)
+    # Also after a Delete that answered NotFound: runc may still hold the task (`created`, with
+    # its `runc init`, state dir and cgroup), which only the runtime's verb removes, as
+    # containerd runs it on shim disconnect (core/runtime/v2/shim.go at containerd v2.1.9).
+    yield from _delete_verb(settings, bundle)
     yield from _remove_dead_socket(settings, item)
     bundle.delete()
 
@@ -270,6 +285,9 @@ def _kill_hung(settings: Settings, item: Item, _decision: Decision, _shims: Scan
     yield from _remove_dead_socket(settings, item, settle=1.0)
     bundle.delete()
 
+
+_OF_A_BUNDLE = frozenset({Action.DELETE_DEAD, Action.DELETE_TASK, Action.KILL})
+"""Actions that delete a bundle containerd's own cleanup may delete at the same time."""
 
 _ACTIONS: dict[Action, Callable[[Settings, Item, Decision, Scan], Notes]] = {
     Action.DELETE_DEAD: _delete_dead,
