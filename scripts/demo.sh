@@ -9,6 +9,9 @@ if [ "$(id -u)" != 0 ]; then echo "make demo needs root (shims and runc do)" >&2
 
 base=$(mktemp -d /tmp/shimctl-demo.XXXXXX)
 export SHIMCTL_ROOT=$base/root SHIMCTL_STATE=$base/state SHIMCTL_ADDRESS=$base/containerd.sock
+# containerd makes its root and state dirs when it starts; this private node has none yet.
+mkdir -p -m 0700 "$SHIMCTL_ROOT"
+mkdir -p -m 0711 "$SHIMCTL_STATE"
 export SHIMCTL_CONFIG=$base/no-config.toml
 shimctl() { "$PYTHON" -m shimctl "$@"; }
 # Step headers in bold only on a terminal without NO_COLOR (https://no-color.org), as shimctl's

@@ -226,11 +226,15 @@ def _opts(text: str) -> str:
 def _params(ctx: click.Context, command: click.Command) -> list[str]:
     out: list[str] = []
     for param in command.get_params(ctx):
+        # Options only: click 8.5 gives arguments a help record too, which the usage line
+        # already shows (the page must not depend on the click release that made it).
+        if not isinstance(param, click.Option):
+            continue
         record = param.get_help_record(ctx)
         if record is None:
             continue
-        names, help = record
-        out += [".TP", f"\\fB{_opts(names)}\\fR", _roff(help or "")]
+        names, help_text = record
+        out += [".TP", f"\\fB{_opts(names)}\\fR", _roff(help_text or "")]
     return out
 
 

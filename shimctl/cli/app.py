@@ -43,7 +43,7 @@ class CommandGroup(click.Group):
     (click's "lazily loading subcommands" pattern): `shimctl start` does not import the other
     nine, `--help` imports them all to show their help."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002 - click's signature
         return sorted({*self.commands, *COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

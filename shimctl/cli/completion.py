@@ -45,7 +45,7 @@ def _task_state(ctx: Any) -> Path | None:
         config = params.get("config") or os.environ.get("SHIMCTL_CONFIG") or DEFAULT_CONFIG
         try:
             state = read_containerd_config(Path(config)).state
-        except Exception:
+        except Exception:  # noqa: BLE001 - completion must never fail the shell
             state = None
     return Path(state or DEFAULT_STATE) / TASK_PLUGIN_DIR
 
@@ -67,7 +67,7 @@ def namespaces(ctx: Any, incomplete: str) -> list[str]:
     try:
         state = _task_state(ctx)
         return _dir_names(state, incomplete) if state is not None else []
-    except Exception:
+    except Exception:  # noqa: BLE001 - completion must never fail the shell
         return []
 
 
@@ -88,7 +88,7 @@ def task_ids(ctx: Any, incomplete: str) -> list[str]:
         if "/" in ns or ns.startswith("."):
             return []
         return _dir_names(state / ns, incomplete)
-    except Exception:
+    except Exception:  # noqa: BLE001 - completion must never fail the shell
         return []
 
 

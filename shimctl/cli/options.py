@@ -111,14 +111,19 @@ _GLOBALS: list[tuple[tuple[str, ...], str, str | None, str]] = [
 
 def global_options(f: F) -> F:
     """The root group's options; each reads its SHIMCTL_* variable when not given."""
-    for flags, dest, metavar, help in reversed(_GLOBALS):
+    for flags, dest, metavar, help_text in reversed(_GLOBALS):
         envvar = f"SHIMCTL_{dest.upper()}"
         if metavar is None:
-            f = click.option(*flags, dest, is_flag=True, envvar=envvar, help=help)(f)
+            f = click.option(*flags, dest, is_flag=True, envvar=envvar, help=help_text)(f)
         else:
             complete = complete_namespace if dest == "namespace" else None
             f = click.option(
-                *flags, dest, envvar=envvar, metavar=metavar, shell_complete=complete, help=help
+                *flags,
+                dest,
+                envvar=envvar,
+                metavar=metavar,
+                shell_complete=complete,
+                help=help_text,
             )(f)
     return f
 

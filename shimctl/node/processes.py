@@ -124,7 +124,7 @@ def find_shims(address: str) -> list[ShimProcess]:
     processes are dismissed by one substring test on their argv. Start times are computed
     exactly as psutil computes them, so refs found here compare equal to psutil's."""
     wanted = os.fsencode(address)
-    boot_time = _boot_time()
+    boot_time = read_boot_time()
     found = []
     try:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
@@ -138,7 +138,7 @@ def find_shims(address: str) -> list[ShimProcess]:
             continue  # gone, or not ours to read
         if wanted not in raw:
             continue
-        ref = _live_ref(pid, boot_time)
+        ref = live_ref(pid, boot_time)
         if ref is None:
             continue
         argv = _split_cmdline(raw)
@@ -153,10 +153,10 @@ def find_shims(address: str) -> list[ShimProcess]:
 def still_alive(ref: ProcessRef) -> bool:
     """`ref` is still the same live process (not a zombie), read from /proc as find_shims
     reads it: for a scan's results that may be a moment old."""
-    return _live_ref(ref.pid, _boot_time()) == ref
+    return live_ref(ref.pid, read_boot_time()) == ref
 
 
-def _live_ref(pid: int, boot_time: float) -> ProcessRef | None:
+def live_ref(pid: int, boot_time: float) -> ProcessRef | None:
     """(pid, start time) of a live process, None if it is gone or a zombie. The start time
     is psutil's: boot time + starttime ticks / clock ticks."""
     try:
@@ -175,7 +175,7 @@ def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
-def _boot_time() -> float:
+def read_boot_time() -> float:
     """/proc/stat's btime, as psutil reads it."""
     try:
         with open("/proc/stat", "rb") as f:

@@ -19,10 +19,10 @@ from shimctl.models.results import DeleteResult
 from shimctl.node import processes, sockets
 from shimctl.node.bundle import SANDBOX, Bundle
 from shimctl.node.lock import state_lock
-from shimctl.ops import access, shimstop
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
 from shimctl.shim.task import Exit
+from shimctl.steps import access, shimstop
 
 
 def delete(settings: Settings, id: str, *, force: bool = False) -> DeleteResult:
@@ -45,11 +45,6 @@ def delete(settings: Settings, id: str, *, force: bool = False) -> DeleteResult:
                 raise Unavailable("the bundle has no shim address")
             exit_, stopped = _delete_through_shim(s, bundle, boot, sandboxed, notes)
             method = "task-api"
-            if exit_ is None:
-                # The shim had no task, yet runc may (`created`, with its `runc init`, state
-                # dir and cgroup): the runtime's verb, as containerd runs it on disconnect
-                # (core/runtime/v2/shim.go at containerd v2.1.9), before the bundle goes.
-                shimstop.run_delete_verb(s, bundle, notes)
         except (Unavailable, DeadlineExceeded, ProtocolError) as err:
             # Unavailable: nothing answers. DeadlineExceeded: something hangs. Garbage
             # (ProtocolError) is no answer either, but only --force acts on it.
@@ -95,9 +90,15 @@ def _delete_through_shim(
             notes.append("the shim had no task (never created, or already deleted)")
         if sandboxed:
             notes.append("sandboxed task: the sandbox's shim keeps running")
+            if exit_ is None:
+                shimstop.run_delete_verb(s, bundle, notes)
             return exit_, False
         stopped = shimstop.shutdown(client, bundle.id, info.shim_pid, s, notes)
     checkpoint("delete:shim-stopped")
+    if exit_ is None:
+        # The shim knew no task, but the runtime may have one (a create cut short): its
+        # delete verb, or a `runc init` outlives the bundle (as in reconcile/apply.py).
+        shimstop.run_delete_verb(s, bundle, notes)
     return exit_, stopped
 
 

@@ -45,7 +45,7 @@ def decode_any(data: bytes) -> tuple[str, bytes]:
     msg = any_pb2.Any()
     try:
         msg.ParseFromString(data)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - protobuf raises more than DecodeError on hostile bytes
         raise InvalidArgument(f"the event on stdin is not an encoded protobuf Any: {err}") from None
     if not msg.type_url:
         raise InvalidArgument("the event on stdin has no type URL")

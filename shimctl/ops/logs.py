@@ -15,8 +15,8 @@ import select
 import time
 from collections.abc import Iterator
 
-from shimctl.ops import access
 from shimctl.settings import Settings
+from shimctl.steps import access
 
 READ_SIZE = 65536
 POLL = 0.1

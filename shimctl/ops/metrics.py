@@ -41,9 +41,13 @@ class _Exposition:
         self.lines: list[str] = []
 
     def family(
-        self, name: str, help: str, samples: list[tuple[dict[str, str], float]], kind: str = "gauge"
+        self,
+        name: str,
+        help_text: str,
+        samples: list[tuple[dict[str, str], float]],
+        kind: str = "gauge",
     ) -> None:
-        self.lines.append(f"# HELP {name} {help}")
+        self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")

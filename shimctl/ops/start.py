@@ -23,12 +23,12 @@ from shimctl.node.bundle import ADDRESS, Bundle
 from shimctl.node.lock import state_lock
 from shimctl.node.runtimes import check_executable, resolve_runtime_path
 from shimctl.node.spec import default_spec, encode_spec, parse_spec, remapped_gid
-from shimctl.ops import access, shimstop
 from shimctl.settings import DEFAULT_RUNTIME, Settings
 from shimctl.shim import binary
 from shimctl.shim.bootstrap import Bootstrap, parse_bootstrap
 from shimctl.shim.logfifo import LogDrain, LogSink
 from shimctl.shim.task import validate_any
+from shimctl.steps import access, shimstop
 
 
 def start(

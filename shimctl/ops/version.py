@@ -17,8 +17,8 @@ from shimctl.errors import ShimctlError
 from shimctl.models.info import ComponentVersion, VersionInfo
 from shimctl.node.bundle import SHIM_BINARY_PATH
 from shimctl.node.runtimes import resolve_runtime_path
-from shimctl.ops import access
 from shimctl.settings import DEFAULT_RUNTIME, Settings
+from shimctl.steps import access
 
 TIMEOUT = 5.0
 _CONTAINERD_VERSION = re.compile(r"^containerd\s+\S+\s+(\S+)", re.MULTILINE)

@@ -21,11 +21,11 @@ from shimctl.node import processes, sockets
 from shimctl.node.bundle import Bundle
 from shimctl.node.fs import is_within, remove_tree
 from shimctl.node.lock import state_lock
-from shimctl.ops import shimstop
 from shimctl.reconcile.evidence import Item, locate
 from shimctl.reconcile.plan import Decision, Planned
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
+from shimctl.steps import shimstop
 
 MAX_WORKERS = 16
 
@@ -129,10 +129,7 @@ def _delete_task(settings: Settings, item: Item, decision: Decision, _shims: Sca
         # crashed shimctl had already shut it down): clean it up as a dead one, re-verified.
         yield f"the shim went away ({err}); cleaned as dead"
         _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
-    # Also after a Delete that answered NotFound: runc may still hold the task (`created`, with
-    # its `runc init`, state dir and cgroup), which only the runtime's verb removes, as
-    # containerd runs it on shim disconnect (core/runtime/v2/shim.go at containerd v2.1.9).
-    yield from _delete_verb(settings, bundle)
+        yield from _delete_verb(settings, bundle)
     yield from _remove_dead_socket(settings, item)
     bundle.delete()
 
@@ -179,6 +176,12 @@ def _delete_task_through_shim(
             checkpoint("gc:shim-stopped")
         else:
             yield "shared shim: not shut down"
+    if exit_ is None:
+        # The shim knows no task, but the runtime may: containerd killed between `runc
+        # create` and the shim's Create answer leaves a `runc init`, its runc state and cgroup.
+        # containerd 1.7+ runs the delete verb when a shim goes (core/runtime/v2/shim.go,
+        # cleanupAfterDeadShim); so do we, before the bundle goes, or nothing could see them.
+        yield from _delete_verb(settings, bundle)
 
 
 def _dead_shim_gone(
@@ -281,9 +284,33 @@ def _kill_hung(settings: Settings, item: Item, _decision: Decision, _shims: Scan
     if not processes.terminate(shim.ref, grace=settings.timeouts.shutdown):
         raise Unsafe(f"shim {item.shim_pid} did not exit after SIGKILL")
     yield f"stopped hung shim {item.shim_pid}"
+    for member in _members_of(settings, bundle):
+        # The killed shim served them too: their containers would outlive it, unseen.
+        yield f"member {member.id}: its shim was killed"
+        yield from _delete_verb(settings, member)
     yield from _delete_verb(settings, bundle)
     yield from _remove_dead_socket(settings, item, settle=1.0)
     bundle.delete()
+
+
+def _members_of(settings: Settings, bundle: Bundle) -> list[Bundle]:
+    """Other bundles of the namespace whose connection names the same shim socket (a pod's
+    containers on the sandbox's shim)."""
+    own = bundle.connection()
+    key = sockets.socket_file(own.address) if own is not None else None
+    if key is None:
+        return []
+    members = []
+    ns_dir = bundle.path.parent
+    for name in sorted(os.listdir(ns_dir)):
+        if name == bundle.id or name.startswith("."):
+            continue
+        other = locate(settings, bundle.namespace, name)
+        with contextlib.suppress(ShimctlError, OSError):
+            boot = other.connection()
+            if boot is not None and sockets.socket_file(boot.address) == key:
+                members.append(other)
+    return members
 
 
 _OF_A_BUNDLE = frozenset({Action.DELETE_DEAD, Action.DELETE_TASK, Action.KILL})

@@ -60,7 +60,7 @@ class _Scans(threading.Thread):
             if not self.settings.namespace_given:
                 # The socket dir is shared by all namespaces; only a node-wide run looks at it.
                 self.sockets = stale_sockets(self.settings, self.bundles, self.now)
-        except BaseException as err:  # re-raised in the caller's thread
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
             self.error = err
 
     def result(self) -> tuple[list[processes.ShimProcess], list[Leftover]]:

@@ -190,12 +190,12 @@ def _query(
         tasks: list[TaskRecord] = []
         try:
             tasks = [task_record(p) for p in tasks_call.result().tasks]
-        except Exception as err:  # see _Partial
+        except Exception as err:  # noqa: BLE001 - see _Partial
             partial.tasks.append(f"{name}: {_describe(err)[1]}")
         sandboxes: list[SandboxRecord] = []
         try:
             sandboxes = [sandbox_record(s) for s in sandboxes_call.result().list]
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - a hostile peer: anything is owner unknown
             if not calls.unimplemented(err):  # UNIMPLEMENTED: containerd 1.6, no store
                 partial.sandboxes.append(f"{name}: {_describe(err)[1]}")
         found[name] = NamespaceRecords(
@@ -226,7 +226,7 @@ def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
             ],
         )
         version, namespaces, partial = _query(grpc, channel, deadline)
-    except Exception as err:  # grpc.RpcError, a decode error, anything from a hostile peer
+    except Exception as err:  # noqa: BLE001 - grpc.RpcError, a decode error, anything from a hostile peer
         failure, text = _describe(err)
         return unknown(failure, f"containerd at {address} did not answer: {text}", peer.ref)
     finally:

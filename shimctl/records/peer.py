@@ -40,7 +40,7 @@ class Peer:
 def process_ref(pid: int) -> ProcessRef | None:
     """PID + start time from /proc, computed exactly as shimctl.node.processes does, so refs
     compare equal with those of its process scans."""
-    return processes._live_ref(pid, processes._boot_time())
+    return processes.live_ref(pid, processes.read_boot_time())
 
 
 def dial(address: str, timeout: float) -> Peer:

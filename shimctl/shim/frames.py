@@ -91,7 +91,7 @@ def parse_response(data: bytes) -> bytes:
     resp = ttrpc_pb2.Response()
     try:
         resp.ParseFromString(data)
-    except Exception as err:  # DecodeError, and anything odd the runtime raises
+    except Exception as err:  # noqa: BLE001 - DecodeError, and anything odd the runtime raises
         raise errors.ProtocolError(f"undecodable ttrpc response: {err}") from None
     if resp.HasField("status") and resp.status.code != 0:
         raise errors.from_grpc_code(resp.status.code, resp.status.message)

@@ -89,7 +89,7 @@ def _decode(cls: type[_M], data: bytes, what: str) -> _M:
     msg = cls()
     try:
         msg.ParseFromString(data)
-    except Exception as err:  # DecodeError and whatever else the runtime raises
+    except Exception as err:  # noqa: BLE001 - DecodeError and whatever else the runtime raises
         raise errors.ProtocolError(f"undecodable {what}: {err}") from None
     return msg
 
@@ -134,14 +134,14 @@ def validate_any(data: bytes, *, source: str = "options") -> tuple[str, bytes]:
     msg = any_pb2.Any()
     try:
         msg.ParseFromString(data)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - protobuf raises more than DecodeError
         raise errors.InvalidArgument(f"{source}: not an encoded protobuf Any: {err}") from None
     if not msg.type_url:
         raise errors.InvalidArgument(f"{source}: protobuf Any without a type URL")
     if msg.type_url == RUNC_OPTIONS_TYPE_URL:
         try:
             runc_options_pb2.Options().ParseFromString(msg.value)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - protobuf raises more than DecodeError
             raise errors.InvalidArgument(
                 f"{source}: undecodable {RUNC_OPTIONS_TYPE_URL}: {err}"
             ) from None
@@ -322,14 +322,14 @@ class TaskClient:
         self,
         id: str,
         signal: int,
-        all: bool = False,
+        all_processes: bool = False,
         exec_id: str = "",
         *,
         timeout: float | None = None,
     ) -> None:
         if not 0 <= signal <= 0xFFFFFFFF:
             raise errors.InvalidArgument(f"signal out of range: {signal}")
-        req = task_pb2.KillRequest(id=id, exec_id=exec_id, signal=signal, all=all)
+        req = task_pb2.KillRequest(id=id, exec_id=exec_id, signal=signal, all=all_processes)
         self._call_empty("Kill", req, timeout)
 
     def wait(self, id: str, exec_id: str = "", *, timeout: float | None = None) -> Exit:

@@ -38,7 +38,7 @@ def kill_at(
         try:
             call()
             outcome.append(None)
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
             outcome.append(err)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -28,11 +28,6 @@ from tests.support.cri import NAMESPACE, Cri
 pytestmark = pytest.mark.usefixtures("socket_dir_exclusive")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gc takes the victim (its shim answers Delete with NotFound) for leaked and deletes "
-    "its bundle without the runtime's delete verb: its `runc init` and runc state outlive it",
-)
 @pytest.mark.runc_hold
 def test_killed_at_init_pid_during_start_container(cri: Cri, runc_hold: RuncHold) -> None:
     pod = cri.run_pod("killed")

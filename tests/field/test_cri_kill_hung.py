@@ -22,11 +22,10 @@ pytestmark = pytest.mark.usefixtures("socket_dir_exclusive")
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="gc --kill-hung kills the shared shim (sandbox: kill, members: hung/report) and runs "
-    "no runtime delete verb for its bundles: on 1.6 CRI then removes the pod but every "
-    "member's runc state and cgroup stay; on 1.7 and 2.1 RemovePodSandbox fails: "
-    "'container ... is still running, to stop first'",
+    strict=False,  # seen passing once on 1.6 in the fresh-node run: not deterministic yet
+    reason="gc --kill-hung now runs every member's delete verb after killing the pod's shim, "
+    "but runc state of the pod's bundles stays (1.6) and CRI's RemovePodSandbox then says "
+    "'container ... is still running, to stop first' (1.7, 2.1): not mended yet",
 )
 def test_kill_hung_pod_shim_leaves_no_container_process(cri: Cri) -> None:
     pod = cri.run_pod("hung")

@@ -711,7 +711,7 @@ def _in_thread(fn: Callable[[], object], timeout: float = 5.0) -> BaseException 
     def target() -> None:
         try:
             fn()
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
             raised.append(err)
 
     t = threading.Thread(target=target, daemon=True)

@@ -86,11 +86,15 @@ def unprivileged_node() -> Iterator[tuple[Node, dict[str, str]]]:
             module = __import__(name)
             source = Path(module.__path__[0])
             shutil.copytree(source, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+        # This tree's shimctl too: the checkout may be where uid 65534 cannot read (/root).
+        shutil.copytree(
+            REPO / "shimctl", site / "shimctl", ignore=shutil.ignore_patterns("__pycache__")
+        )
         node = Node.under(base / "node")
         node.task_state.mkdir(mode=0o711)
         node.root.chmod(0o700)
         node.state.chmod(0o711)
-        env = node.env() | {"PYTHONPATH": f"{site}:{REPO}", "HOME": "/nonexistent"}
+        env = node.env() | {"PYTHONPATH": str(site), "HOME": "/nonexistent"}
         yield node, env
     finally:
         shutil.rmtree(base)

@@ -136,7 +136,7 @@ def test_run_cli_invocation(node: Node, monkeypatch: pytest.MonkeyPatch) -> None
     assert kw["text"] is True and kw["capture_output"] is True and kw["timeout"] == 60
     env = kw["env"]
     assert isinstance(env, dict) and "SHIMCTL_X" not in env and env["NO_COLOR"] == "1"
-    run_cli(node, "x", input="data", timeout=5)
+    run_cli(node, "x", stdin_text="data", timeout=5)
     _, kw = calls[1]
     assert kw["input"] == "data" and "stdin" not in kw and kw["timeout"] == 5
 

@@ -134,7 +134,7 @@ def _create_task(gen: Generation, node: Node, task_id: str) -> int:
 
 def _kill_task(node: Node, task_id: str) -> int:
     with _client(node, task_id) as task:
-        task.kill(task_id, signal.SIGKILL, all=True)
+        task.kill(task_id, signal.SIGKILL, all_processes=True)
         return task.wait(task_id).exit_status
 
 

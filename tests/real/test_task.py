@@ -288,7 +288,7 @@ def test_wait_ignores_shim_deadline_we_enforce_ours(shim: RealShim) -> None:
             task.delete(TASK_ID)
         with pytest.raises(errors.NotFound, match="process does not exist nope"):
             task.state(TASK_ID, exec_id="nope")
-        task.kill(TASK_ID, signal.SIGKILL, all=True)
+        task.kill(TASK_ID, signal.SIGKILL, all_processes=True)
         assert task.wait(TASK_ID).exit_status == 137
         task.delete(TASK_ID)
         task.shutdown(TASK_ID)

@@ -279,7 +279,7 @@ class Cri:
             ):
                 try:
                     call(request(pod_sandbox_id=sandbox_id), timeout=CALL_TIMEOUT)
-                except Exception as err:
+                except Exception as err:  # noqa: BLE001 - collected: cleanup goes on
                     errors.append(f"{sandbox_id[:12]}: {type(err).__name__}: {err}")
         return errors
 
@@ -306,7 +306,7 @@ class Cri:
                 self.close()
                 self.wait_ready()
                 problems += self.stop_and_remove_all()
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - reported: cleanup goes on
                 problems.append(f"CRI cleanup: {err}")
         self.close()
         problems += self.containerd.cleanup()

@@ -200,14 +200,14 @@ class Docker:
     # -- the CLI ------------------------------------------------------------------------------
 
     def docker(
-        self, *args: str, check: bool = True, timeout: float = 60, input: bytes | None = None
+        self, *args: str, check: bool = True, timeout: float = 60, stdin_bytes: bytes | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``docker -H unix://<socket> *args`` (Debian's CLI), output as text."""
         env = {k: v for k, v in tool_env().items() if not k.startswith("DOCKER_")}
         env["DOCKER_CONFIG"] = str(self.dir / "cli")
         res = subprocess.run(
             [DOCKER, "-H", f"unix://{self.socket}", *args],
-            input=input,
+            input=stdin_bytes,
             capture_output=True,
             timeout=timeout,
             env=env,
@@ -235,7 +235,7 @@ class Docker:
 
     def import_image(self) -> None:
         """``docker import`` a busybox-static tree as :data:`IMAGE` (no registry)."""
-        self.docker("import", "-", IMAGE, input=rootfs_tar())
+        self.docker("import", "-", IMAGE, stdin_bytes=rootfs_tar())
 
     def run(self, name: str, *argv: str, options: Sequence[str] = ()) -> str:
         """``docker run -d --network none --name <name> <options> IMAGE argv``; its full id."""

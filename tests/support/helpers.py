@@ -218,11 +218,11 @@ def populate_busybox_rootfs(rootfs: Path) -> None:
 
 
 def run_cli(
-    node: Node, *args: str, input: str | None = None, timeout: float = 60
+    node: Node, *args: str, stdin_text: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m shimctl <node global options> *args``; stdout/stderr captured as text."""
     argv = [sys.executable, "-m", "shimctl", *node.cli_args(), *args]
-    if input is None:
+    if stdin_text is None:
         return subprocess.run(
             argv,
             env=node.env(),
@@ -235,7 +235,7 @@ def run_cli(
     return subprocess.run(
         argv,
         env=node.env(),
-        input=input,
+        input=stdin_text,
         capture_output=True,
         text=True,
         timeout=timeout,

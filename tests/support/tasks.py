@@ -76,7 +76,7 @@ def create_task(
 def stop_task(node: Node, task_id: str, namespace: str | None = None) -> int:
     """SIGKILL the task and wait for its exit; returns the exit status (137)."""
     with client(node, task_id, namespace) as task:
-        task.kill(task_id, 9, all=True)
+        task.kill(task_id, 9, all_processes=True)
         return task.wait(task_id).exit_status
 
 

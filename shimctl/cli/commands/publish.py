@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -38,7 +39,7 @@ def command(cli: CliContext, topic: str, event_namespace: str) -> ExitCode:
     def action(console: Console) -> ExitCode:
         from shimctl.ops import journal
 
-        data = click.get_binary_stream("stdin").read(journal.MAX_EVENT_BYTES + 1)
+        data = sys.stdin.buffer.read(journal.MAX_EVENT_BYTES + 1)
         event = journal.publish(
             cli.settings(existing_dirs=False), topic=topic, namespace=event_namespace, data=data
         )

@@ -22,7 +22,7 @@ def _raising(exc: BaseException) -> Callable[[Console], ExitCode]:
 
 
 def test_the_action_s_code_is_returned(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(CliContext(), lambda console: ExitCode.ACTIONS_FAILED) is ExitCode.ACTIONS_FAILED
+    assert run(CliContext(), lambda _console: ExitCode.ACTIONS_FAILED) is ExitCode.ACTIONS_FAILED
     assert capsys.readouterr() == ("", "")
 
 

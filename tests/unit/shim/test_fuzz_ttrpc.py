@@ -48,7 +48,7 @@ class Canned:
         self.payload = payload
         self.address = "unix:///fuzz"
 
-    def call(self, service: str, method: str, payload: bytes, **_: Any) -> bytes:
+    def call(self, service: str, method: str, payload: bytes, **_: Any) -> bytes:  # noqa: ARG002
         return self.payload
 
     def close(self) -> None:

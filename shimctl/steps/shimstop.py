@@ -8,13 +8,13 @@ import signal
 from pathlib import Path
 
 from shimctl.errors import NotFound, ShimctlError
-from shimctl.node import processes, sockets
-from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
+from shimctl.node import identifiers, processes, sockets
+from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import check_executable
-from shimctl.ops import access
 from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import ConnectInfo, Exit, TaskClient
+from shimctl.steps import access
 
 # How long a shim gets to exit after Shutdown before shimctl checks why it lingers.
 LINGER_CHECK = 0.5
@@ -96,7 +96,7 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
     caller has verified the shim is gone, so the bundle still goes."""
     bundle.check_safe()
     try:
-        shim_binary = bundle.read_text(SHIM_BINARY_PATH)
+        shim_binary = bundle.read_text(SHIM_BINARY_PATH) or _sandbox_shim_binary(settings, bundle)
     except ShimctlError as err:
         notes.append(f"unreadable shim-binary-path ({err}): the delete verb was not run")
         return None
@@ -118,3 +118,14 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
         return None
     notes.append(f"delete verb: exit status {exit_.exit_status}, pid {exit_.pid}")
     return exit_
+
+
+def _sandbox_shim_binary(settings: Settings, bundle: Bundle) -> str | None:
+    """containerd 2.x writes no shim-binary-path into a pod member's bundle: the member runs
+    on its sandbox's shim, so the sandbox bundle's shim binary is the member's runtime."""
+    sandbox = bundle.read_text(SANDBOX)
+    if sandbox is None or sandbox == bundle.id or not identifiers.is_valid(sandbox):
+        return None
+    owner = Bundle.locate(settings.task_state, settings.task_root, bundle.namespace, sandbox)
+    owner.check_safe()
+    return owner.read_text(SHIM_BINARY_PATH)
