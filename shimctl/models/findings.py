@@ -66,6 +66,7 @@ class Outcome(_Word):
     FAILED = "failed"
     SKIPPED = "skipped"  # the item changed since inspection: left alone
     DRY_RUN = "dry-run"
+    REMOVED_BY_CONTAINERD = "removed by containerd"  # its own cleanup won a race with ours
 
 
 class Mode(_Word):

@@ -92,7 +92,19 @@ def _run(settings: Settings, planned: Planned, shims: Scan) -> ActionResult:
     except Skip as why:
         return ActionResult(Outcome.SKIPPED, None, (*notes, str(why)))
     except (ShimctlError, OSError) as err:
+        if decision.action in _OF_A_BUNDLE and _vanished(settings, item, err):
+            return ActionResult(Outcome.REMOVED_BY_CONTAINERD, None, (*notes, str(err)))
         return ActionResult(Outcome.FAILED, str(err), tuple(notes))
+
+
+def _vanished(settings: Settings, item: Item, err: BaseException) -> bool:
+    """The bundle went while its action ran, and not by shimctl's hand: a path not found and
+    the bundle's name gone. containerd's own cleanup of a disconnected shim deletes the bundle
+    too (core/runtime/v2/shim.go at containerd v2.1.9: cleanupAfterDeadShim), and its atomic
+    delete renames the bundle to the same `.<id>` shimctl's does."""
+    if not isinstance(err, FileNotFoundError | NotFound):
+        return False
+    return not os.path.lexists(locate(settings, item.namespace, item.id).path)
 
 
 def _bundle(settings: Settings, item: Item) -> Bundle:
@@ -300,6 +312,9 @@ def _members_of(settings: Settings, bundle: Bundle) -> list[Bundle]:
                 members.append(other)
     return members
 
+
+_OF_A_BUNDLE = frozenset({Action.DELETE_DEAD, Action.DELETE_TASK, Action.KILL})
+"""Actions that delete a bundle containerd's own cleanup may delete at the same time."""
 
 _ACTIONS: dict[Action, Callable[[Settings, Item, Decision, Scan], Notes]] = {
     Action.DELETE_DEAD: _delete_dead,
