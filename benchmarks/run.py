@@ -63,6 +63,8 @@ class Node:
         self.address = str(base / "c.sock")
         self.runc_root = base / "runc"
         self.refs: list[tuple[int, float]] = []
+        # `shimctl` refuses a root that does not exist (a mistyped --root), as on a real node.
+        self.root.mkdir(exist_ok=True)
         self.settings = Settings(
             root=self.root,
             state=self.state,
