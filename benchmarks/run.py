@@ -63,6 +63,8 @@ class Node:
         self.address = str(base / "c.sock")
         self.runc_root = base / "runc"
         self.refs: list[tuple[int, float]] = []
+        # `shimctl` refuses a root that does not exist (a mistyped --root), as on a real node.
+        self.root.mkdir(exist_ok=True)
         self.settings = Settings(
             root=self.root,
             state=self.state,
@@ -380,6 +382,7 @@ def write_results(rows: list[Row], extra: list[str], path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--live", type=int, default=200)
+    parser.add_argument("--scale", type=int, default=800, help="live shims of the scale row")
     parser.add_argument("--hung", type=int, default=20)
     parser.add_argument("--dead", type=int, default=20)
     parser.add_argument("--bundles", type=int, default=1000)
@@ -398,6 +401,7 @@ def main() -> None:
     start_row, python, bare = bench_start(args.runs)
     rows.append(start_row)
     rows.append(bench_list_live(args.live, args.runs))
+    rows.append(bench_list_live(args.scale, max(1, args.runs // 2)))
     rows.append(bench_hung(args.hung, 2.0))
     rows.append(bench_dead(args.dead, max(1, args.runs // 2)))
     rows.append(bench_memory(args.bundles))
