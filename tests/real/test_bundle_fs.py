@@ -35,6 +35,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+@pytest.fixture
 def umask077() -> Iterator[None]:
     old = os.umask(0o077)
     try:
