@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import pytest
 from shimctl.shim.task import Mount, TaskClient, runc_options_any
 from tests.support import findings
 from tests.support.containerd import Containerd, bundle_connection, running_containerd, tool_env
-from tests.support.generations import Generation, all_generations, generation
+from tests.support.generations import Generation, all_generations, gen_id, generation
 from tests.support.helpers import (
     Node,
     find_address_processes,
@@ -48,24 +48,6 @@ from tests.support.tasks import busybox_rootfs, spec_file
 pytestmark = pytest.mark.real
 
 GENERATIONS = all_generations()
-
-
-def _gen_id(gen: Generation) -> str:
-    return f"containerd-{gen.version}" if not gen.missing else f"{gen.suite}-{gen.series}"
-
-
-@pytest.fixture(params=[pytest.param(g, id=_gen_id(g)) for g in GENERATIONS])
-def gen(request: pytest.FixtureRequest, record_property: Any) -> Generation:
-    g: Generation = request.param
-    g.require()
-    record_property("containerd", g.describe())
-    return g
-
-
-@pytest.fixture
-def containerd(node: Node, gen: Generation) -> Iterator[Containerd]:
-    with running_containerd(node, **gen.containerd_options()) as cd:
-        yield cd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +401,7 @@ def test_load_matches_containerd_1_7(node: Node, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # 2.x bundles: bootstrap.json only, task API v3
 
-V3 = [pytest.param(g, id=_gen_id(g)) for g in GENERATIONS if not g.missing and g.bootstrap_json]
+V3 = [pytest.param(g, id=gen_id(g)) for g in GENERATIONS if not g.missing and g.bootstrap_json]
 
 
 @pytest.mark.parametrize("gen", V3 or [pytest.param(generation("sid"), id="sid-missing")])

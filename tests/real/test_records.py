@@ -9,7 +9,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -26,32 +25,13 @@ from shimctl.records.proto.api.services.containers.v1 import containers_pb2
 from shimctl.records.proto.api.services.sandbox.v1 import sandbox_pb2
 from shimctl.records.proto.api.types import sandbox_pb2 as sandbox_types
 from tests.support.containerd import Containerd, running_containerd
-from tests.support.generations import Generation, all_generations, generation
+from tests.support.generations import Generation, generation
 from tests.support.helpers import Node
 
 pytestmark = pytest.mark.real
 
-GENERATIONS = all_generations()
 OTHER_NS = "records-other"
 TIMEOUT = 10.0
-
-
-def _gen_id(gen: Generation) -> str:
-    return f"containerd-{gen.version}" if not gen.missing else f"{gen.suite}-{gen.series}"
-
-
-@pytest.fixture(params=[pytest.param(g, id=_gen_id(g)) for g in GENERATIONS])
-def gen(request: pytest.FixtureRequest, record_property: Any) -> Generation:
-    g: Generation = request.param
-    g.require()
-    record_property("containerd", g.describe())
-    return g
-
-
-@pytest.fixture
-def containerd(node: Node, gen: Generation) -> Iterator[Containerd]:
-    with running_containerd(node, **gen.containerd_options()) as cd:
-        yield cd
 
 
 class Api:

@@ -190,3 +190,8 @@ def generation(suite: str) -> Generation:
 def all_generations() -> list[Generation]:
     """Every generation of the matrix, in order (missing ones included, see ``missing``)."""
     return [generation(suite) for suite, _ in SUITES]
+
+
+def gen_id(gen: Generation) -> str:
+    """The pytest id of a generation's parameter: its containerd version, or what is missing."""
+    return f"containerd-{gen.version}" if not gen.missing else f"{gen.suite}-{gen.series}"
