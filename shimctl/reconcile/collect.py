@@ -1,6 +1,7 @@
 """Collect the evidence of a node: walk STATE/ROOT, read each bundle and probe its shim as it
 is read, scan /proc and the socket dir meanwhile, then judge the answers and attach live
-processes. Read-only: nothing here changes a file or signals a process."""
+processes; containerd's records are read meanwhile on a third thread. Read-only: nothing here
+changes a file or signals a process."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from shimctl.models.progress import ProgressFn
 from shimctl.node import processes
 from shimctl.reconcile.evidence import BundleEvidence, Inventory, Leftover, read_bundle
+from shimctl.reconcile.owner import OwnerQuery
 from shimctl.reconcile.probe import Probing, judge_all
 from shimctl.reconcile.processes import attach_processes, orphan_processes
 from shimctl.reconcile.stale_sockets import stale_sockets
@@ -21,6 +23,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     """Walk and probe everything in scope."""
     now = time.time()
     scope = namespaces(settings)
+    owner = OwnerQuery(settings)  # overlaps the walk and the probes
     found = walk(settings, scope, now)
     bundles: list[BundleEvidence] = []
     runtime_problems: dict[str, str | None] = {}  # most bundles share one shim binary
@@ -36,7 +39,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     judge_all(settings, answered, known)
     attach_processes(settings, bundles, known)
     orphans = orphan_processes(settings, bundles, scope, now, shims)
-    return Inventory(bundles, found.leftovers + orphans + sockets)
+    return Inventory(bundles, found.leftovers + orphans + sockets, owner.result())
 
 
 class _Scans(threading.Thread):

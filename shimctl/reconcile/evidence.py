@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from shimctl.errors import NotImplementedByShim, ShimctlError
 from shimctl.models.findings import Kind, ProbeResult
@@ -18,9 +18,13 @@ from shimctl.node import identifiers, processes
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import recorded_binary_problem
 from shimctl.node.spec import bundle_annotations, marks_sandbox
+from shimctl.reconcile.owner import SHIMCTL_STARTED
 from shimctl.settings import Settings
 from shimctl.shim.address import parse_address
 from shimctl.shim.bootstrap import Bootstrap
+
+if TYPE_CHECKING:
+    from shimctl.records.model import OwnerRecords
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,7 @@ class BundleEvidence:
     task_status: str | None = None
     live_process: processes.ShimProcess | None = None
     derived_address: bool = False  # no connection file: the address the live shim derives
+    shimctl_started: bool = False  # `shimctl start` made it: no container record by design
 
     def spec_says_sandbox(self) -> bool:
         """Does its config.json mark it a CRI pod sandbox? Read only when a decision needs it
@@ -109,6 +114,8 @@ class BundleEvidence:
 class Inventory(NamedTuple):
     bundles: list[BundleEvidence]
     leftovers: list[Leftover]  # work dirs, hidden dirs, processes, sockets, unsafe names
+    # What containerd knows (reconcile/owner.py); None when not read (hand-built evidence).
+    owner: OwnerRecords | None = None
 
 
 def age_of(path: str | Path, now: float) -> float:
@@ -163,6 +170,7 @@ def read_bundle(
             if name in present:
                 ev.age = min(ev.age, age_of(bundle.file(name), now))
                 break
+    ev.shimctl_started = SHIMCTL_STARTED in present
     if SANDBOX in present:
         try:
             ev.sandbox_of = bundle.read_text(SANDBOX)
