@@ -18,7 +18,7 @@ from shimctl.errors import (
 )
 from shimctl.faults import checkpoint
 from shimctl.models.results import StartResult
-from shimctl.node import identifiers, processes, sockets
+from shimctl.node import fs, identifiers, processes, sockets
 from shimctl.node.bundle import ADDRESS, Bundle
 from shimctl.node.lock import state_lock
 from shimctl.node.runtimes import check_executable, resolve_runtime_path
@@ -62,6 +62,7 @@ def start(
     check_executable(shim_binary)
     with state_lock(s.task_state):
         Bundle.create(s.task_state, s.task_root, bundle.namespace, id, spec, remapped_gid(spec_doc))
+        _mark_started(bundle)
         checkpoint("start:bundle-created")
         shim = access.shim_binary(s, shim_binary, bundle.namespace, id)
         boot: Bootstrap | None = None
@@ -92,6 +93,18 @@ def start(
         shim_pid=info.shim_pid or None,
         runtime=shim_binary,
     )
+
+
+# Kept in step with shimctl/reconcile/owner.py SHIMCTL_STARTED (not imported: that package
+# stays off start's start-up path).
+SHIMCTL_STARTED = "shimctl-started"
+
+
+def _mark_started(bundle: Bundle) -> None:
+    """Mark the bundle as shimctl's: its task has no container record by design, so gc must
+    never take it for an orphan. containerd ignores unknown files in a bundle and removes
+    them with it (core/runtime/v2/bundle.go, Delete)."""
+    fs.write_atomic(bundle.path / SHIMCTL_STARTED, b"", 0o600)
 
 
 def _write_connection(bundle: Bundle, boot: Bootstrap) -> None:
@@ -125,6 +138,7 @@ def _start_in_sandbox(
             s.task_state, s.task_root, bundle.namespace, bundle.id, spec, remapped_gid(spec_doc)
         )
         try:
+            _mark_started(bundle)
             bundle.write_sandbox(sandbox_id)
             _write_connection(bundle, boot)
             fd = bundle.open_log_fifo()
