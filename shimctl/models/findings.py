@@ -28,7 +28,9 @@ class Kind(_Word):
     """What a finding is. The order is the one metrics and the docs list them in."""
 
     RUNNING = "running"  # shim answers, task has processes (or is created/paused)
+    CREATED = "created"  # task created, never started, older than --min-age (and containerd)
     STOPPED = "stopped"  # task exited, not deleted yet
+    ORPHANED = "orphaned"  # task runs, containerd has no record of it: no client can stop it
     SANDBOX = "sandbox"  # other bundles name it or share its shim, or its spec says so
     LEAKED = "leaked"  # shim answers, no task, not a sandbox (containerd #6860)
     HUNG = "hung"  # connects, never answers within the timeout
@@ -53,6 +55,13 @@ class Action(_Word):
     REMOVE = "remove"  # a work dir, hidden dir or socket
     SHUTDOWN = "shutdown"  # an orphan shim process with no task
     KILL = "kill"  # a hung shim, only with --kill-hung / --force
+    # Kill the task through its shim (SIGKILL, all processes), then as delete-task; only an
+    # orphaned task (no record) with --stop-orphaned, or a created one with --delete-created
+    # where containerd has no record of it.
+    STOP_TASK = "stop-task"
+    # Tasks.Delete through containerd's API, so containerd's own view stays true: a task whose
+    # record containerd has (an exit it never saw, containerd #6771; a created task).
+    DELETE_VIA_CONTAINERD = "delete-via-containerd"
 
     @property
     def changes_anything(self) -> bool:
@@ -67,6 +76,16 @@ class Outcome(_Word):
     SKIPPED = "skipped"  # the item changed since inspection: left alone
     DRY_RUN = "dry-run"
     REMOVED_BY_CONTAINERD = "removed by containerd"  # its own cleanup won a race with ours
+
+
+class Owner(_Word):
+    """What containerd (the owner of the shims) knows of a bundle's task."""
+
+    TRACKED = "tracked"  # containerd answers and tracks the task (Tasks.List)
+    RECORD_ONLY = "record-only"  # a container record, no task tracked (or containerd stopped)
+    NO_RECORD = "no-record"  # containerd's records were read and have none for it
+    SHIMCTL = "shimctl"  # `shimctl start` made it: no record by design
+    UNKNOWN = "unknown"  # containerd's records could not be read
 
 
 class Mode(_Word):
@@ -106,10 +125,26 @@ class Finding:
     sandbox: str | None = None
     # False when the shim serves other bundles that still have tasks (never shut down then).
     shutdown_shim: bool = True
+    # What containerd knows of it (bundles only; None for work dirs, processes, sockets).
+    owner: Owner | None = None
+    # A stopped task's exit, as its shim told it (Unix seconds): kept in the report even when
+    # the task is deleted, so nothing is lost.
+    exit_status: int | None = None
+    exited_at: float | None = None
     # Set when the action ran (or was skipped); None when no action ran.
     outcome: Outcome | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+# Where containerd's records came from in this run. No docstring (see Finding).
+@dataclass
+class OwnerSummary:
+    source: str  # api, metadb or unknown
+    reason: str = ""  # why unknown, or what part could not be read
+    containerd_pid: int | None = None
+    containerd_started_at: float | None = None  # Unix seconds
+    version: str = ""
 
 
 @dataclass
@@ -121,3 +156,4 @@ class ReconcileReport:
     counts: dict[Kind, int] = field(default_factory=dict)
     actions: dict[str, int] = field(default_factory=dict)  # "<action>:<outcome>" -> count
     errors: int = 0  # actions that failed
+    owner: OwnerSummary | None = None

@@ -29,6 +29,10 @@ CONFIG = "config.json"
 LOG = "log"
 ROOTFS = "rootfs"
 WORK = "work"
+# A file of shimctl's own that `shimctl start` writes into the bundles it creates: such a task
+# has no container record by design. containerd ignores unknown files in a bundle and removes
+# them with it (core/runtime/v2/bundle.go, Delete: os.RemoveAll of the bundle dir).
+SHIMCTL_STARTED = "shimctl-started"
 
 
 class Bundle(NamedTuple):  # immutable; cheaper to define than a dataclass

@@ -19,7 +19,7 @@ from shimctl.errors import (
 from shimctl.faults import checkpoint
 from shimctl.models.results import StartResult
 from shimctl.node import fs, identifiers, processes, sockets
-from shimctl.node.bundle import ADDRESS, Bundle
+from shimctl.node.bundle import ADDRESS, SHIMCTL_STARTED, Bundle
 from shimctl.node.lock import state_lock
 from shimctl.node.runtimes import check_executable, resolve_runtime_path
 from shimctl.node.spec import default_spec, encode_spec, parse_spec, remapped_gid
@@ -93,11 +93,6 @@ def start(
         shim_pid=info.shim_pid or None,
         runtime=shim_binary,
     )
-
-
-# Kept in step with shimctl/reconcile/owner.py SHIMCTL_STARTED (not imported: that package
-# stays off start's start-up path).
-SHIMCTL_STARTED = "shimctl-started"
 
 
 def _mark_started(bundle: Bundle) -> None:

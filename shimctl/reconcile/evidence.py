@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, NamedTuple
 from shimctl.errors import NotImplementedByShim, ShimctlError
 from shimctl.models.findings import Kind, ProbeResult
 from shimctl.node import identifiers, processes
-from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
+from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, SHIMCTL_STARTED, Bundle
 from shimctl.node.runtimes import recorded_binary_problem
 from shimctl.node.spec import bundle_annotations, marks_sandbox
-from shimctl.reconcile.owner import SHIMCTL_STARTED
 from shimctl.settings import Settings
 from shimctl.shim.address import parse_address
 from shimctl.shim.bootstrap import Bootstrap
@@ -44,6 +43,8 @@ class Item:
     api_version: int | None = None
     protocol: str | None = None
     sandbox: str | None = None
+    exit_status: int | None = None
+    exited_at: float | None = None  # Unix seconds
     # The live shim process seen (PID and start time): only that process is ever signalled.
     shim: processes.ProcessRef | None = None
 
@@ -81,6 +82,8 @@ class BundleEvidence:
     has_task: bool = False
     task_pids: list[int] = field(default_factory=list)
     task_status: str | None = None
+    exit_status: int | None = None  # a stopped task's, from its shim's State
+    exited_at: float | None = None  # Unix seconds
     live_process: processes.ShimProcess | None = None
     derived_address: bool = False  # no connection file: the address the live shim derives
     shimctl_started: bool = False  # `shimctl start` made it: no container record by design
@@ -107,6 +110,8 @@ class BundleEvidence:
             api_version=boot.version if boot else None,
             protocol=boot.protocol if boot else None,
             sandbox=self.sandbox_of,
+            exit_status=self.exit_status,
+            exited_at=self.exited_at,
             shim=self.live_process.ref if self.live_process else None,
         )
 

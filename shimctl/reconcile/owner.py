@@ -19,11 +19,6 @@ if TYPE_CHECKING:
 # The whole owner read is bounded by this many seconds (the probes take about as long).
 OWNER_TIMEOUT = 2.0
 
-# A file of shimctl's own that `shimctl start` writes into the bundles it creates: such a task
-# has no container record by design. containerd ignores unknown files in a bundle and removes
-# them with it (core/runtime/v2/bundle.go, Delete: os.RemoveAll of the bundle dir).
-SHIMCTL_STARTED = "shimctl-started"
-
 
 class OwnerQuery(threading.Thread):
     """Reads the owner's records in the background; ``result()`` waits for them."""
@@ -45,7 +40,7 @@ class OwnerQuery(threading.Thread):
             self.records = read_owner_records(
                 self.settings.root, self.settings.address, self.timeout
             )
-        except Exception as err:  # never fatal: the owner is unknown then
+        except Exception as err:  # noqa: BLE001  # never fatal: the owner is unknown then
             self.records = unknown(f"error:{type(err).__name__}", f"records unreadable: {err}")
 
     def result(self) -> OwnerRecords:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from shimctl.models.findings import Action, Kind, Mode, ProbeResult
+from shimctl.models.findings import Action, Kind, Mode, Owner, ProbeResult
 from shimctl.node.sockets import socket_file
 from shimctl.reconcile.evidence import BundleEvidence, Inventory, Item, Leftover
 
@@ -37,6 +37,20 @@ class Decision:
     notes: tuple[str, ...] = ()
     # False when the shim serves other bundles that still have tasks (never shut down then).
     shutdown_shim: bool = True
+    owner: Owner | None = None  # bundles only
+    # The decision rests on containerd having no record of the task: apply re-reads the
+    # records under the lock right before it acts, and skips the item if one appeared.
+    recheck_no_record: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A command's options that change decisions."""
+
+    min_age: float = 0.0  # gc acts only on older items
+    kill_hung: bool = False
+    stop_orphaned: bool = False  # gc stops tasks containerd has no record of
+    delete_created: bool = False  # gc deletes tasks stuck in created
 
 
 class Planned(NamedTuple):
@@ -45,8 +59,19 @@ class Planned(NamedTuple):
 
 
 def plan(
-    inventory: Inventory, *, mode: Mode, min_age: float = 0.0, kill_hung: bool = False
+    inventory: Inventory,
+    *,
+    mode: Mode,
+    min_age: float = 0.0,
+    kill_hung: bool = False,
+    stop_orphaned: bool = False,
+    delete_created: bool = False,
 ) -> list[Planned]:
+    return plan_with(inventory, mode, Policy(min_age, kill_hung, stop_orphaned, delete_created))
+
+
+def plan_with(inventory: Inventory, mode: Mode, policy: Policy) -> list[Planned]:
+    min_age, kill_hung = policy.min_age, policy.kill_hung
     groups: dict[str, list[BundleEvidence]] = defaultdict(list)
     for ev in inventory.bundles:
         if ev.boot is not None:
@@ -78,6 +103,8 @@ def _hold_young(item: Item, decision: Decision, mode: Mode, min_age: float) -> D
         decision.reason,
         (*decision.notes, note),
         decision.shutdown_shim,
+        decision.owner,
+        decision.recheck_no_record,
     )
 
 

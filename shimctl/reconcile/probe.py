@@ -142,6 +142,9 @@ def judge(
         task_state = value(state, task.decode_state)
         assert isinstance(task_state, task.TaskState)
         ev.task_status = task_state.status
+        if task_state.status == "stopped":
+            ev.exit_status = task_state.exit_status
+            ev.exited_at = task_state.exited_at.timestamp() if task_state.exited_at else None
     except NotFound:
         ev.has_task = bool(ev.task_pids)
     ev.probe = ProbeResult.ANSWERED

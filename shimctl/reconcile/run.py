@@ -18,7 +18,7 @@ from shimctl.settings import Settings
 
 if TYPE_CHECKING:
     from shimctl.reconcile.apply import ActionResult
-    from shimctl.reconcile.plan import Planned
+    from shimctl.reconcile.plan import Planned, Policy
 
 
 class Reconciler:
@@ -44,13 +44,22 @@ class Reconciler:
         return self._reconcile(Mode.LOAD, dry_run=dry_run)
 
     def gc(
-        self, *, dry_run: bool = False, min_age: float = 300.0, kill_hung: bool = False
+        self,
+        *,
+        dry_run: bool = False,
+        min_age: float = 300.0,
+        kill_hung: bool = False,
+        stop_orphaned: bool = False,
+        delete_created: bool = False,
     ) -> ReconcileReport:
         """Clean provable garbage older than `min_age`; safe next to a live containerd."""
-        return self._reconcile(Mode.GC, dry_run=dry_run, min_age=min_age, kill_hung=kill_hung)
+        from shimctl.reconcile.plan import Policy
+
+        policy = Policy(min_age, kill_hung, stop_orphaned, delete_created)
+        return self._reconcile(Mode.GC, dry_run=dry_run, policy=policy)
 
     def _reconcile(
-        self, mode: Mode, *, dry_run: bool, min_age: float = 0.0, kill_hung: bool = False
+        self, mode: Mode, *, dry_run: bool, policy: Policy | None = None
     ) -> ReconcileReport:
         from shimctl.reconcile import collect, plan
 
@@ -59,7 +68,7 @@ class Reconciler:
         if s.namespace_given:
             identifiers.validate_namespace(s.namespace)
         inventory = collect.collect(s, progress=self.progress)
-        planned = plan.plan(inventory, mode=mode, min_age=min_age, kill_hung=kill_hung)
+        planned = plan.plan_with(inventory, mode, policy or plan.Policy())
         checkpoint(f"{mode}:planned")
         results: Sequence[ActionResult | None] = [None] * len(planned)
         if mode != Mode.LIST:
@@ -94,6 +103,9 @@ def finding(planned: Planned, result: ActionResult | None) -> Finding:
         age_seconds=item.age_seconds,
         sandbox=item.sandbox,
         shutdown_shim=decision.shutdown_shim,
+        owner=decision.owner,
+        exit_status=item.exit_status,
+        exited_at=item.exited_at,
         outcome=result.outcome if result else None,
         error=result.error if result else None,
         notes=[*decision.notes, *(result.notes if result else ())],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from shimctl.node.bundle import SHIMCTL_STARTED
 from shimctl.reconcile.collect import collect
-from shimctl.reconcile.owner import SHIMCTL_STARTED
 from shimctl.records.model import Source
 from shimctl.settings import Settings
 from tests.support.helpers import Node, run_cli
