@@ -51,6 +51,7 @@ class Policy:
     kill_hung: bool = False
     stop_orphaned: bool = False  # gc stops tasks containerd has no record of
     delete_created: bool = False  # gc deletes tasks stuck in created
+    remove_foreign_sockets: bool = False  # gc removes stale sockets not provably this containerd's
 
 
 class Planned(NamedTuple):
