@@ -6,6 +6,7 @@ shim. A zombie counts as gone (PID 1 may reap slowly on these machines).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -131,13 +132,9 @@ def find_shims(address: str) -> list[ShimProcess]:
     except OSError:
         pids = []
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue  # gone, or not ours to read
-        if wanted not in raw:
-            continue
+        raw = _read_proc(f"/proc/{pid}/cmdline")
+        if raw is None or wanted not in raw:
+            continue  # gone, not ours to read, or not of this address
         ref = live_ref(pid, boot_time)
         if ref is None:
             continue
@@ -150,6 +147,30 @@ def find_shims(address: str) -> list[ShimProcess]:
     return found
 
 
+_PROC_CHUNK = 64 * 1024
+
+
+def _read_proc(path: str) -> bytes | None:
+    """A /proc file's content with open/read/close only (the file object's fstat, isatty
+    and lseek calls are three more system calls a process); None if it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, _PROC_CHUNK)
+        if len(data) == _PROC_CHUNK:  # a long argv: read on to its end
+            parts = [data]
+            while chunk := os.read(fd, _PROC_CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def still_alive(ref: ProcessRef) -> bool:
     """`ref` is still the same live process (not a zombie), read from /proc as find_shims
     reads it: for a scan's results that may be a moment old."""
@@ -159,10 +180,8 @@ def still_alive(ref: ProcessRef) -> bool:
 def live_ref(pid: int, boot_time: float) -> ProcessRef | None:
     """(pid, start time) of a live process, None if it is gone or a zombie. The start time
     is psutil's: boot time + starttime ticks / clock ticks."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    stat = _read_proc(f"/proc/{pid}/stat")
+    if stat is None:
         return None
     # Fields after the parenthesised name: state is the first, starttime the 20th.
     fields = stat[stat.rfind(b")") + 2 :].split()
@@ -171,6 +190,7 @@ def live_ref(pid: int, boot_time: float) -> ProcessRef | None:
     return ProcessRef(pid, float(fields[19]) / _clock_ticks() + boot_time)
 
 
+@functools.cache
 def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 

@@ -25,6 +25,10 @@ the ShimctlError the call ended with."""
 Known = dict[int, processes.ShimProcess]
 """The shim processes of the /proc scan made beside the probes, by PID."""
 
+# Answers are taken every few submissions: one epoll_wait then serves several shims, and the
+# prober's own cap on open connections (max_open) still bounds what is in flight.
+_POLL_EVERY = 8
+
 
 class Probing:
     """Bundles probed as they are read (shim/prober.py): the first shims answer while the
@@ -65,7 +69,8 @@ class Probing:
                 self.fifos[index] = fd
             else:
                 os.close(fd)  # ended at once (refused)
-        self.prober.poll(0)  # take the answers already there
+        if len(self.probed) % _POLL_EVERY == 0:
+            self.prober.poll(0)  # take the answers already there
 
     def finish(self) -> list[tuple[BundleEvidence, Sequence[Answer]]]:
         try:

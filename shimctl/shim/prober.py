@@ -18,14 +18,15 @@ caller judges a probe exactly as it judges TtrpcClient calls:
 from __future__ import annotations
 
 import resource
-import selectors
+import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from shimctl import errors
-from shimctl.shim import frames, task, ttrpc
+from shimctl.shim import frames, ttrpc
 from shimctl.shim.address import parse_address
 from shimctl.shim.bootstrap import service_name
 
@@ -55,6 +56,7 @@ class _Probe:
         "discard",
         "discard_length",
         "discard_stream",
+        "events",
         "inbuf",
         "index",
         "out",
@@ -71,6 +73,7 @@ class _Probe:
         self.retry_at = 0.0
         self.pause = ttrpc.CONNECT_FIRST_PAUSE
         self.out = b""
+        self.events = 0  # what the epoll set watches for on its socket
         self.inbuf = bytearray()
         self.pending: dict[int, int] = {}  # stream id -> call index
         self.discard = 0  # bytes left of an oversized frame being skipped
@@ -113,7 +116,11 @@ def probe_all(
 
 class Prober:
     """Probes submitted one by one (the caller may still be reading the next bundles while the
-    first shims answer); `poll` does whatever I/O is ready, `finish` waits for the rest."""
+    first shims answer); `poll` does whatever I/O is ready, `finish` waits for the rest.
+
+    Per shim this costs socket (non-blocking from the start), connect, one send of the three
+    pre-built requests, usually one recv and a close: an epoll set is watched directly, and
+    a closed socket leaves it by itself (epoll(7)), so no unregister call."""
 
     def __init__(
         self,
@@ -126,9 +133,12 @@ class Prober:
         self.limit = limit or max_open()
         self.on_done = on_done
         self.results: list[list[Answer] | None] = []
-        self._sel = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._by_fd: dict[int, _Probe] = {}
         self._live: dict[int, _Probe] = {}
         self._retrying: list[_Probe] = []
+        self._buf = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buf)
 
     def submit(self, target: Target) -> int:
         """Start probing `target` (after waiting for a free slot); returns its index."""
@@ -145,19 +155,20 @@ class Prober:
         """Wait until every probe has ended; the answers, in submission order."""
         while self._live:
             self.poll(None)
-        self._sel.close()
+        self._epoll.close()
         return [r if r is not None else [] for r in self.results]
 
     def poll(self, wait: float | None = 0.0) -> None:
         """Handle ready sockets, due retries and passed deadlines. `wait`: how long to block
         for I/O at most (None: until the next deadline or retry)."""
         now = time.monotonic()
-        for p in [p for p in self._retrying if p.retry_at <= now]:
-            self._retrying.remove(p)
-            if p.deadline <= now:
-                self._fail_dial(p)
-            else:
-                self._begin(p)
+        if self._retrying:
+            for p in [p for p in self._retrying if p.retry_at <= now]:
+                self._retrying.remove(p)
+                if p.deadline <= now:
+                    self._fail_dial(p)
+                else:
+                    self._begin(p)
         # Every probe has the same timeout and _live keeps submission order, so it is ordered
         # by deadline: only its head needs looking at (poll runs once per submitted bundle).
         expired = []
@@ -171,33 +182,39 @@ class Prober:
         if not self._live:
             return
         if wait is None:
-            wake = [next(iter(self._live.values())).deadline]
-            wake += [p.retry_at for p in self._retrying]
-            wait = max(0.0, min(wake) - time.monotonic())
-        if not self._sel.get_map():
+            wake = next(iter(self._live.values())).deadline
+            for p in self._retrying:
+                wake = min(wake, p.retry_at)
+            wait = max(0.0, wake - time.monotonic())
+        if not self._by_fd:
             time.sleep(wait)
             return
-        for key, mask in self._sel.select(wait):
-            p = key.data
-            if p.sock is None:
+        by_fd = self._by_fd
+        for fd, mask in self._epoll.poll(wait):
+            ready = by_fd.get(fd)
+            if ready is None or ready.sock is None:
                 continue
-            if mask & selectors.EVENT_WRITE and p.out:
-                self._write(p)
-            if p.sock is not None and mask & selectors.EVENT_READ:
-                self._read(p)
+            if mask & _WRITABLE and ready.out:
+                self._write(ready)
+            if ready.sock is not None and mask & _READABLE:
+                self._read(ready)
 
     # -- one probe -----------------------------------------------------------------------
 
     def _finish(self, p: _Probe) -> None:
         if p.sock is not None:
-            self._sel.unregister(p.sock)
+            # Closing drops it from the epoll set: it is the socket's only descriptor.
+            self._by_fd.pop(p.sock.fileno(), None)
             p.sock.close()
             p.sock = None
         self._live.pop(p.index, None)
-        self.results[p.index] = [
-            a if a is not None else errors.Unknown(f"{p.what(i)}: no answer")
-            for i, a in enumerate(p.answers)
-        ]
+        answers = p.answers
+        if None in answers:
+            answers = [
+                a if a is not None else errors.Unknown(f"{p.what(i)}: no answer")
+                for i, a in enumerate(answers)
+            ]
+        self.results[p.index] = cast("list[Answer]", answers)
         if self.on_done is not None:
             self.on_done(p.index)
 
@@ -229,8 +246,7 @@ class Prober:
             return
         sock = None
         try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            sock.setblocking(False)
+            sock = socket.socket(socket.AF_UNIX, _STREAM_FLAGS)
             sock.connect(target)
         except BlockingIOError:
             # EAGAIN: the listener's accept queue is full (a busy or hung server). Retry
@@ -248,24 +264,13 @@ class Prober:
             self._finish(p)
             return
         p.sock = sock
-        left_nano = max(1, int((p.deadline - now) * 1e9))
-        service = service_name(p.target.api_version)
-        requests = (
-            task.connect_request(p.target.id),
-            task.pids_request(p.target.id),
-            task.state_request(p.target.id),
-        )
-        wire = []
-        for call, (method, payload) in enumerate(zip(CALLS, requests, strict=True)):
-            stream_id = 1 + 2 * call
-            data = frames.encode_request(
-                service, method, payload, timeout_nano=left_nano, namespace=p.target.namespace
-            )
-            wire.append(frames.encode_frame(stream_id, frames.MSG_TYPE_REQUEST, 0, data))
-            p.pending[stream_id] = call
-        p.out = b"".join(wire)
+        p.out = _requests(p.target, max(1, int((p.deadline - now) * 1e9)))
+        p.pending = {1: 0, 3: 1, 5: 2}  # stream id -> call index, as _requests numbers them
+        fd = sock.fileno()
+        self._by_fd[fd] = p
+        p.events = select.EPOLLIN
+        self._epoll.register(fd, select.EPOLLIN)
         # Small requests: the socket buffer takes them at once, almost always.
-        self._sel.register(sock, selectors.EVENT_READ, p)
         self._write(p)
 
     def _write(self, p: _Probe) -> None:
@@ -278,20 +283,21 @@ class Prober:
             self._fail_transport(p, err)
             return
         p.out = p.out[sent:]
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if p.out else 0)
-        if events != self._sel.get_key(p.sock).events:
-            self._sel.modify(p.sock, events, p)
+        events = select.EPOLLIN | (select.EPOLLOUT if p.out else 0)
+        if events != p.events:
+            p.events = events
+            self._epoll.modify(p.sock.fileno(), events)
 
     def _read(self, p: _Probe) -> None:
         assert p.sock is not None
         try:
-            chunk = p.sock.recv(64 * 1024)
+            n = p.sock.recv_into(self._buf)
         except BlockingIOError:
             return
         except OSError as err:
             self._fail_transport(p, err)
             return
-        if not chunk:
+        if not n:
             if p.discard:
                 why = "connection ended in an oversized frame"
             elif p.inbuf:
@@ -300,7 +306,7 @@ class Prober:
                 why = "connection ended"
             self._fail_pending(p, lambda w: errors.ShimClosed(f"{w}: ttrpc: closed ({why})"))
             return
-        p.inbuf += chunk
+        p.inbuf += self._view[:n]
         try:
             _parse(p)
         except errors.ProtocolError as err:
@@ -311,44 +317,78 @@ class Prober:
             self._finish(p)
 
 
+_RECV_SIZE = 64 * 1024
+# A hang-up or an error shows on both sides, as selectors reports it: a send still queued
+# fails first, then the read.
+_READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_STREAM_FLAGS = socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+_REQUEST_HEADER = struct.Struct(">IIBB")
+
+
+def _requests(target: Target, timeout_nano: int) -> bytes:
+    """The three request frames of a probe, on streams 1, 3 and 5: the three envelopes share
+    everything but the method (frames.request_parts), and the three payloads are the same
+    bytes (only the task id is set)."""
+    service = service_name(target.api_version)
+    body = frames.id_payload(target.id)
+    middle = frames.encode_request("", "", body, timeout_nano=timeout_nano)
+    wire = bytearray()
+    for call, method in enumerate(CALLS):
+        prefix, suffix = frames.request_parts(service, method, target.namespace)
+        length = len(prefix) + len(middle) + len(suffix)
+        if length > frames.MAX_MESSAGE:
+            raise frames.too_large(length)
+        wire += _REQUEST_HEADER.pack(length, 1 + 2 * call, frames.MSG_TYPE_REQUEST, 0)
+        wire += prefix
+        wire += middle
+        wire += suffix
+    return bytes(wire)
+
+
 def _parse(p: _Probe) -> None:
     """Take every whole response frame out of p.inbuf. ProtocolError breaks the connection."""
     buf = p.inbuf
-    while True:
-        if p.discard:
-            n = min(p.discard, len(buf))
-            del buf[:n]
-            p.discard -= n
+    pos = 0
+    try:
+        while True:
             if p.discard:
+                n = min(p.discard, len(buf) - pos)
+                pos += n
+                p.discard -= n
+                if p.discard:
+                    return
+                skipped = p.pending.pop(p.discard_stream)
+                p.answers[skipped] = frames.too_large(p.discard_length)
+                continue
+            if len(buf) - pos < frames.HEADER_SIZE:
                 return
-            skipped = p.pending.pop(p.discard_stream)
-            p.answers[skipped] = frames.too_large(p.discard_length)
-            continue
-        if len(buf) < frames.HEADER_SIZE:
-            return
-        header = frames.decode_header(bytes(buf[: frames.HEADER_SIZE]))
-        frames.check_response_header(header, p.pending)
-        call = p.pending[header.stream_id]
-        if header.length > frames.MAX_MESSAGE:
-            # Read and thrown away as it comes; memory stays bounded.
-            del buf[: frames.HEADER_SIZE]
-            p.discard, p.discard_stream, p.discard_length = (
-                header.length,
-                header.stream_id,
-                header.length,
-            )
-            continue
-        end = frames.HEADER_SIZE + header.length
-        if len(buf) < end:
-            return
-        data = bytes(buf[frames.HEADER_SIZE : end])
-        del buf[:end]
-        answer: Answer
-        try:
-            answer = frames.parse_response(data)
-        except errors.ProtocolError:
-            raise  # still pending: it fails with the connection
-        except errors.ShimctlError as err:
-            answer = err  # a status: this call failed, the connection is fine
-        del p.pending[header.stream_id]
-        p.answers[call] = answer
+            header = frames.FrameHeader._make(_REQUEST_HEADER.unpack_from(buf, pos))
+            frames.check_response_header(header, p.pending)
+            call = p.pending[header.stream_id]
+            pos += frames.HEADER_SIZE
+            if header.length > frames.MAX_MESSAGE:
+                # Read and thrown away as it comes; memory stays bounded.
+                p.discard, p.discard_stream, p.discard_length = (
+                    header.length,
+                    header.stream_id,
+                    header.length,
+                )
+                continue
+            end = pos + header.length
+            if len(buf) < end:
+                pos -= frames.HEADER_SIZE  # the header is read again with the rest
+                return
+            data = bytes(buf[pos:end])
+            pos = end
+            answer: Answer
+            try:
+                answer = frames.parse_response(data)
+            except errors.ProtocolError:
+                raise  # still pending: it fails with the connection
+            except errors.ShimctlError as err:
+                answer = err  # a status: this call failed, the connection is fine
+            del p.pending[header.stream_id]
+            p.answers[call] = answer
+    finally:
+        del buf[:pos]
