@@ -13,216 +13,28 @@ import contextlib
 import os
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+import scale
+from harness import (
+    ROOT,
+    SHIM,
+    Node,
+    Row,
+    containerd_startup_ms,
+    private_node,
+    run_ok,
+    timed,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from shimctl.node.spec import default_spec, encode_spec  # noqa: E402
-from shimctl.ops.start import start  # noqa: E402
-from shimctl.settings import Settings, Timeouts  # noqa: E402
-from shimctl.shim.task import Mount, TaskClient, runc_options_any  # noqa: E402
-
-SHIM = "/usr/bin/containerd-shim-runc-v2"
-CONTAINERD = "/usr/bin/containerd"
-
-
-@dataclass
-class Row:
-    name: str
-    shimctl: float | None
-    baseline: float | None
-    baseline_name: str
-    target: str
-    unit: str = "ms"
-
-    def ratio(self) -> str:
-        if self.shimctl is None or not self.baseline:
-            return "-"
-        return f"{self.shimctl / self.baseline:.2f}"
-
-
-class Node:
-    """A private containerd root/state/address, and everything started on it."""
-
-    def __init__(self, base: Path, state: Path) -> None:
-        self.base = base
-        self.root = base / "root"
-        # containerd's state lives on a tmpfs (/run) on real nodes; keep it there here too.
-        self.state = state
-        self.address = str(base / "c.sock")
-        self.runc_root = base / "runc"
-        self.refs: list[tuple[int, float]] = []
-        # `shimctl` refuses a root that does not exist (a mistyped --root), as on a real node.
-        self.root.mkdir(exist_ok=True)
-        self.settings = Settings(
-            root=self.root,
-            state=self.state,
-            address=self.address,
-            ttrpc_address=self.address + ".ttrpc",
-            publish_binary=CONTAINERD,
-            timeouts=Timeouts(load=1.0),
-        )
-
-    def cli(self, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "shimctl",
-            "--config",
-            str(self.base / "none.toml"),
-            "--root",
-            str(self.root),
-            "--state",
-            str(self.state),
-            "--address",
-            self.address,
-            *args,
-        ]
-
-    def start_shims(self, prefix: str, count: int, spec: bytes | None = None) -> list[int]:
-        pids = []
-        for i in range(count):
-            result = start(self.settings, f"{prefix}{i}", spec=spec)
-            assert result.shim_pid
-            self.track(result.shim_pid)
-            pids.append(result.shim_pid)
-        return pids
-
-    def track(self, pid: int) -> None:
-        self.refs.append((pid, psutil.Process(pid).create_time()))
-
-    def stop_all(self) -> None:
-        for pid, created in self.refs:
-            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-                if abs(psutil.Process(pid).create_time() - created) < 1e-3:
-                    os.kill(pid, signal.SIGCONT)
-                    os.kill(pid, signal.SIGKILL)
-        # Shims started by containerd or left by a scenario: found by this node's address.
-        from shimctl.node import processes
-
-        for shim in processes.find_shims(self.address):
-            processes.send_signal(shim.ref, signal.SIGKILL)
-        for runc_state in self.runc_root.glob("*/*"):
-            subprocess.run(
-                ["runc", "--root", str(runc_state.parent), "delete", "--force", runc_state.name],
-                capture_output=True,
-                check=False,
-            )
-        for bundle in self.settings.task_state.glob("*/*"):
-            with contextlib.suppress(OSError):
-                address = (bundle / "address").read_text().removeprefix("unix://")
-                if Path(address).parent == Path("/run/containerd/s"):
-                    os.unlink(address)
-        for top in (self.base, self.state):
-            for point in sorted(_mounts_under(top), key=len, reverse=True):
-                subprocess.run(["umount", "-l", point], check=False)
-
-
-def _mounts_under(base: Path) -> list[str]:
-    from shimctl.node.mounts import mount_points_under
-
-    return mount_points_under(base)
-
-
-def timed(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time of `fn` in ms."""
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
-
-
-def run_ok(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[-3:]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-
-
-@contextlib.contextmanager
-def private_node(name: str) -> Iterator[Node]:
-    with (
-        tempfile.TemporaryDirectory(prefix=f"shimctl-bench-{name}-") as tmp,
-        tempfile.TemporaryDirectory(prefix=f"shimctl-bench-{name}-", dir="/run") as state,
-    ):
-        node = Node(Path(tmp), Path(state))
-        try:
-            yield node
-        finally:
-            node.stop_all()
-
-
-# -- containerd side by side -----------------------------------------------------------------
-
-
-def containerd_startup_ms(node: Node) -> float:
-    """Exec containerd over the node's state; time until its gRPC socket accepts (the runtime
-    plugin has loaded every existing shim by then); stop it again by PID."""
-    from tests.support.containerd import config_toml
-    from tests.support.helpers import Node as TestNode
-
-    test_node = TestNode(
-        base=node.base,
-        root=node.root,
-        state=node.state,
-        address=node.address,
-        ttrpc_address=node.address + ".ttrpc",
-    )
-    config = node.base / "containerd.toml"
-    config.write_text(config_toml(test_node))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(node.address)
-    log = (node.base / "containerd.log").open("ab")
-    t = time.perf_counter()
-    proc = subprocess.Popen([CONTAINERD, "--config", str(config)], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with socket.socket(socket.AF_UNIX) as s:
-                try:
-                    s.connect(node.address)
-                    break
-                except OSError:
-                    time.sleep(0.002)
-        elapsed = (time.perf_counter() - t) * 1000
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    return elapsed
-
+from shimctl.node.spec import default_spec, encode_spec
+from shimctl.shim.task import Mount, TaskClient, runc_options_any
 
 # -- scenarios --------------------------------------------------------------------------------
-
-
-def bench_list_live(count: int, runs: int) -> Row:
-    with private_node("live") as node:
-        node.start_shims("live", count)
-        ours = timed(lambda: run_ok(node.cli("list")), runs)
-        theirs = statistics.median(containerd_startup_ms(node) for _ in range(runs))
-    return Row(
-        f"list, {count} live idle shims (whole process)",
-        ours,
-        theirs,
-        "containerd 1.6 startup on the same state",
-        "<= 1.0x",
-    )
 
 
 def bench_hung(count: int, timeout: float) -> Row:
@@ -360,7 +172,11 @@ def _peak_rss_kib(argv: list[str]) -> float:
     return float(out.stdout.strip())
 
 
+NOTES_MARK = "<!-- notes: kept by run.py -->"
+
+
 def write_results(rows: list[Row], extra: list[str], path: Path) -> str:
+    """The table and the run's notes; a hand-written part after NOTES_MARK is kept."""
     lines = [
         "| measure | shimctl | baseline | ratio | target |",
         "| --- | --- | --- | --- | --- |",
@@ -370,25 +186,46 @@ def write_results(rows: list[Row], extra: list[str], path: Path) -> str:
         base = f"{r.baseline:.1f} {r.unit} ({r.baseline_name})" if r.baseline else "-"
         lines.append(f"| {r.name} | {ours} | {base} | {r.ratio()} | {r.target} |")
     table = "\n".join(lines)
+    kept = ""
+    with contextlib.suppress(OSError):
+        old = path.read_text()
+        if NOTES_MARK in old:
+            kept = "\n" + old[old.index(NOTES_MARK) :]
     path.write_text(
         "# shimctl benchmark results\n\n"
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores by `make bench` "
         "(medians; containerd 1.6 from Debian, real containerd-shim-runc-v2).\n\n"
-        f"{table}\n\n" + "\n".join(f"- {e}" for e in extra) + "\n"
+        f"{table}\n\n" + "\n".join(f"- {e}" for e in extra) + "\n" + kept
     )
     return table
 
 
+ROWS = ("start", "scale", "hung", "dead", "memory", "metadb", "cri")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--live", type=int, default=200)
-    parser.add_argument("--scale", type=int, default=800, help="live shims of the scale row")
+    parser.add_argument("--live", type=int, default=200, help="live shims, smaller scale size")
+    parser.add_argument("--scale", type=int, default=800, help="live shims, larger scale size")
     parser.add_argument("--hung", type=int, default=20)
     parser.add_argument("--dead", type=int, default=20)
     parser.add_argument("--bundles", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=1000, help="meta.db container records")
+    parser.add_argument("--pods", type=int, default=100, help="CRI-shaped pods (3 bundles each)")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"rows to run, comma-separated ({','.join(ROWS)})"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 runs, 100 and 400 live shims, 50 pods"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.live, args.scale, args.pods = 3, 100, 400, 50
+    chosen = [r for r in args.rows.split(",") if r]
+    if unknown := set(chosen) - set(ROWS):
+        raise SystemExit(f"unknown rows: {', '.join(sorted(unknown))} (known: {', '.join(ROWS)})")
     if os.geteuid() != 0:
         raise SystemExit("benchmarks need root (shims and runc do)")
     # Time shimctl as installed (pip compiles bytecode), not recompiling itself each run.
@@ -397,22 +234,43 @@ def main() -> None:
     compileall.compile_dir(str(ROOT / "shimctl"), quiet=1)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    rows = []
-    start_row, python, bare = bench_start(args.runs)
-    rows.append(start_row)
-    rows.append(bench_list_live(args.live, args.runs))
-    rows.append(bench_list_live(args.scale, max(1, args.runs // 2)))
-    rows.append(bench_hung(args.hung, 2.0))
-    rows.append(bench_dead(args.dead, max(1, args.runs // 2)))
-    rows.append(bench_memory(args.bundles))
-    small = bench_memory(args.bundles // 10)
-    growth = (rows[-1].shimctl or 0) - (small.shimctl or 0)
-    per_bundle = growth * 1024 * 1024 / max(1, args.bundles * 9 // 10)
-    extra = [
-        f"start baseline parts: python3 -I -c pass {python:.1f} ms, bare shim start {bare:.1f} ms",
-        f"gc peak RSS at {args.bundles // 10} bundles: {small.shimctl:.1f} MB; growth to "
-        f"{args.bundles}: {growth:.1f} MB ({per_bundle:.0f} bytes a bundle)",
-    ]
+    load_before = os.getloadavg()[0]
+    began = time.monotonic()
+    rows: list[Row] = []
+    extra: list[str] = []
+    if "start" in chosen:
+        start_row, python, bare = bench_start(args.runs)
+        rows.append(start_row)
+        extra.append(
+            f"start baseline parts: python3 -I -c pass {python:.1f} ms, "
+            f"bare shim start {bare:.1f} ms"
+        )
+    if "scale" in chosen:
+        scale_rows, scale_extra = scale.bench_scale([args.live, args.scale], args.runs)
+        rows += scale_rows
+        extra += scale_extra
+    if "hung" in chosen:
+        rows.append(bench_hung(args.hung, 2.0))
+    if "dead" in chosen:
+        rows.append(bench_dead(args.dead, max(1, args.runs // 2)))
+    if "memory" in chosen:
+        rows.append(bench_memory(args.bundles))
+        small = bench_memory(args.bundles // 10)
+        growth = (rows[-1].shimctl or 0) - (small.shimctl or 0)
+        per_bundle = growth * 1024 * 1024 / max(1, args.bundles * 9 // 10)
+        extra.append(
+            f"gc peak RSS at {args.bundles // 10} bundles: {small.shimctl:.1f} MB; growth to "
+            f"{args.bundles}: {growth:.1f} MB ({per_bundle:.0f} bytes a bundle)"
+        )
+    if "metadb" in chosen:
+        rows.append(scale.bench_metadb(args.records, args.runs))
+    if "cri" in chosen:
+        rows += scale.bench_cri(args.pods, args.runs)
+    extra.append(
+        f"{args.runs} runs a row (medians; shimctl and containerd runs interleaved); load "
+        f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
+        f"{time.monotonic() - began:.0f} s in all"
+    )
     table = write_results(rows, extra, args.out)
     print(table)
     for e in extra:
