@@ -23,8 +23,12 @@ def attach_processes(settings: Settings, bundles: list[BundleEvidence], known: K
     returns, so a crash in between leaves none) is probed again at the address its live shim
     derives from its argv."""
     silent = [ev for ev in bundles if ev.probe != ProbeResult.ANSWERED]
+    candidates = _by_id_and_cwd(known) if silent else {}
     for ev in silent:
-        for shim in known.values():
+        # Only a shim with this bundle's id or cwd can be its own (shim_mismatch); looked up,
+        # not searched for, so many silent bundles beside many shims stay linear.
+        found = candidates.get(ev.path.name, []) + candidates.get(str(ev.path), [])
+        for _, shim in sorted(found, key=lambda pair: pair[0]):
             mine = processes.is_shim_of(
                 shim, namespace=ev.namespace, address=settings.address, bundle=ev.path
             )
@@ -44,6 +48,18 @@ def attach_processes(settings: Settings, bundles: list[BundleEvidence], known: K
 
         with ThreadPoolExecutor(max_workers=min(64, len(lost))) as threads:
             list(threads.map(lambda ev: probe_derived(settings, ev, known), lost))
+
+
+def _by_id_and_cwd(known: Known) -> dict[str, list[tuple[int, processes.ShimProcess]]]:
+    """The scanned shims, with their place in the scan, by their -id flag and by their cwd
+    (a bundle path): the first in scan order is the one a search would find. Ids never
+    contain a slash and bundle paths always do, so one dict serves both."""
+    index: dict[str, list[tuple[int, processes.ShimProcess]]] = {}
+    for place, shim in enumerate(known.values()):
+        index.setdefault(shim.id, []).append((place, shim))
+        if shim.cwd is not None and shim.cwd != shim.id:
+            index.setdefault(shim.cwd, []).append((place, shim))
+    return index
 
 
 def shim_address(settings: Settings, shim: processes.ShimProcess) -> str:
