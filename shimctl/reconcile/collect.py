@@ -27,12 +27,15 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     found = walk(settings, scope, now)
     bundles: list[BundleEvidence] = []
     runtime_problems: dict[str, str | None] = {}  # most bundles share one shim binary
+    scans = _Scans(settings, now)  # the /proc scan overlaps the reads and the probes
     probing = Probing(settings, len(found.bundle_dirs), progress)
-    for ns, name in found.bundle_dirs:
-        ev = read_bundle(settings, ns, name, now, runtime_problems)
-        bundles.append(ev)
-        probing.add(ev)
-    scans = _Scans(settings, bundles, now)
+    try:
+        for ns, name in found.bundle_dirs:
+            ev = read_bundle(settings, ns, name, now, runtime_problems)
+            bundles.append(ev)
+            probing.add(ev)
+    finally:
+        scans.bundles_read(bundles)  # also on an error: the scan thread then ends
     answered = probing.finish()
     shims, sockets = scans.result()
     known = {shim.ref.pid: shim for shim in shims}
@@ -49,19 +52,27 @@ class _Scans(threading.Thread):
     conservatively (an answering PID the scan missed is looked up; a live one counts as
     live), and every action re-checks under the state lock anyway."""
 
-    def __init__(self, settings: Settings, bundles: list[BundleEvidence], now: float) -> None:
+    def __init__(self, settings: Settings, now: float) -> None:
         super().__init__(name="shimctl-scan", daemon=True)
-        self.settings, self.bundles, self.now = settings, bundles, now
+        self.settings, self.now = settings, now
+        self.bundles: list[BundleEvidence] = []
+        self._read = threading.Event()
         self.shims: list[processes.ShimProcess] = []
         self.sockets: list[Leftover] = []
         self.error: BaseException | None = None
         self.start()
+
+    def bundles_read(self, bundles: list[BundleEvidence]) -> None:
+        """Every bundle is read: the sockets they name are known now."""
+        self.bundles = bundles
+        self._read.set()
 
     def run(self) -> None:
         try:
             self.shims = processes.find_shims(self.settings.address)
             if not self.settings.namespace_given:
                 # The socket dir is shared by all namespaces; only a node-wide run looks at it.
+                self._read.wait()
                 self.sockets = stale_sockets(self.settings, self.bundles, self.now)
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
             self.error = err
