@@ -123,6 +123,16 @@ def test_find_shims_reads_argv_and_cwd(spawn: Spawn, tmp_path: Path) -> None:
     assert other.pid not in pids  # another containerd's shim
 
 
+def test_find_shims_reads_an_argv_longer_than_one_read(spawn: Spawn, tmp_path: Path) -> None:
+    """/proc/<pid>/cmdline is read in 64 KiB chunks: flags after a longer argument are seen."""
+    address = f"{tmp_path}/containerd.sock"
+    padding = ["x" * (100 * 1024), "y" * (100 * 1024)]  # one argument may hold 128 KiB
+    proc = spawn(*padding, *_flags("long", address), cwd=tmp_path / "state" / NS / "long")
+    found = _wait_listed(address, proc.pid)
+    assert (found.id, found.address) == ("long", address)
+    assert list(found.argv[3:5]) == padding  # [python, -c, code, padding..., flags...]
+
+
 def test_verify_shim(spawn: Spawn, tmp_path: Path) -> None:
     address = f"{tmp_path}/containerd.sock"
     ns_dir = tmp_path / "state" / NS
