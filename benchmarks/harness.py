@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -164,17 +165,29 @@ def private_node(name: str) -> Iterator[Node]:
 # -- containerd side by side -----------------------------------------------------------------
 
 
+class Startup(NamedTuple):
+    ms: float  # exec until its gRPC socket accepts
+    cpu_ms: float  # the user + system CPU containerd used by then
+
+
 def containerd_startup_ms(node: Node) -> float:
     """Exec containerd over the node's state; time until its gRPC socket accepts (the runtime
     plugin has loaded every existing shim by then); stop it again by PID."""
-    with containerd_up(node) as elapsed:
-        return elapsed
+    with containerd_up(node) as startup:
+        return startup.ms
+
+
+def _cpu_ms(pid: int) -> float:
+    """utime + stime of a live process (proc(5) stat fields 14 and 15), in ms."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def containerd_up(node: Node) -> Iterator[float]:
-    """containerd 1.6 started over the node's state: yields its startup time (exec until its
-    gRPC socket accepts), and runs until the block ends (then SIGTERM, by its PID)."""
+def containerd_up(node: Node) -> Iterator[Startup]:
+    """containerd 1.6 started over the node's state: yields its startup time and CPU, and
+    runs until the block ends (then SIGTERM, by its PID)."""
     from tests.support.containerd import config_toml
     from tests.support.helpers import Node as TestNode
 
@@ -202,7 +215,7 @@ def containerd_up(node: Node) -> Iterator[float]:
                 except OSError:
                     time.sleep(0.002)
         elapsed = (time.perf_counter() - t) * 1000
-        yield elapsed
+        yield Startup(elapsed, _cpu_ms(proc.pid))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

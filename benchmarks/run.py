@@ -265,7 +265,9 @@ def main() -> None:
     if "metadb" in chosen:
         rows.append(scale.bench_metadb(args.records, args.runs))
     if "cri" in chosen:
-        rows += scale.bench_cri(args.pods, args.runs)
+        cri_rows, cri_extra = scale.bench_cri(args.pods, args.runs)
+        rows += cri_rows
+        extra += cri_extra
     extra.append(
         f"{args.runs} runs a row (medians; shimctl and containerd runs interleaved); load "
         f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
