@@ -295,3 +295,45 @@ def test_promtool_checks_every_metrics_family() -> None:
     )
     assert "shimctl_gc_last_success_timestamp_seconds 1" in text
     assert promtool.run("check", "metrics", stdin=text).strip() == ""
+
+
+def _readme_ci_blocks() -> dict[str, str]:
+    """The code blocks of the README's CI section, by language."""
+    text = (DEPLOY.parent / "README.md").read_text()
+    section = text.split("\n## In a CI pipeline", 1)[1].split("\n## ", 1)[0]
+    blocks: dict[str, str] = {}
+    for chunk in section.split("```")[1::2]:
+        lang, _, body = chunk.partition("\n")
+        blocks[lang] = body
+    return blocks
+
+
+# 12: ExitCode.GARBAGE_FOUND (gc --exit-code), 11: ExitCode.ACTIONS_FAILED.
+@pytest.mark.parametrize(("gc_exit", "step_exit"), [(0, 0), (12, 1), (11, 11)])
+def test_readme_ci_shell_step(tmp_path: Path, gc_exit: int, step_exit: int) -> None:
+    """The README's shell step passes a clean node, fails the job on garbage (12: cleaned), and
+    passes a cleaning failure on as it is; `shimctl` here is a stand-in exiting `gc_exit`."""
+    script = _readme_ci_blocks()["sh"]
+    assert "shimctl gc" in script and "--exit-code" in script
+    fake = tmp_path / "shimctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nexit {gc_exit}\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == step_exit, proc.stderr
+    assert "--exit-code" in (tmp_path / "argv").read_text()
+    assert (proc.stderr != "") == (gc_exit != 0)
+
+
+def test_readme_ci_github_actions_step() -> None:
+    yaml = pytest.importorskip("yaml")
+    (step,) = yaml.safe_load(_readme_ci_blocks()["yaml"])
+    assert step["if"] == "always()"  # cleans after failed steps too
+    argv = shlex.split(step["run"])
+    assert argv[argv.index("shimctl") + 1] == "gc" and "--exit-code" in argv
