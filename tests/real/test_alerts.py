@@ -1,7 +1,8 @@
 """deploy/prometheus/shimctl-rules.yml under `promtool test rules`, fed from the metrics files of
-real gc runs: a node with real shims (leaked, dead, hung) and leftovers, gc run after run as the
-timer runs it, each file turned into the series node_exporter would serve until the next run.
-One case per alert, each checked before it may fire, while it fires and after it stops."""
+real gc runs: a node with real shims (leaked, dead, hung, a running task containerd has no
+record of) and leftovers, gc run after run as the timer runs it, each file turned into the
+series node_exporter would serve until the next run. One case per alert, each checked before it
+may fire, while it fires and after it stops."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shimctl.errors import ExitCode
+from shimctl.node.bundle import SHIMCTL_STARTED
+from shimctl.records.metadb import METADATA_DIR, METADATA_FILE
 from tests.support import promtool
+from tests.support.containerd import running_containerd
 from tests.support.helpers import Node, run_cli, wait_gone
-from tests.support.tasks import Started, start_shim
+from tests.support.tasks import Started, create_task, spec_file, start_shim
 
 pytestmark = pytest.mark.real
 yaml = pytest.importorskip("yaml")  # the dev extra's PyYAML (no type stubs)
@@ -54,11 +58,6 @@ class Run:
         return sum(
             v for (n, ls), v in self.samples.items() if n == name and want <= dict(ls).items()
         )
-
-    def with_value(self, value: float, name: str, **labels: str) -> Run:
-        key = (name, tuple(sorted(labels.items())))
-        assert key in self.samples, key
-        return Run(self.text, {**self.samples, key: value})
 
 
 def _selector(key: Key) -> str:
@@ -136,10 +135,13 @@ class GcRuns:
     leaking_again: Run  # the next run: one more leaked shim appeared since
     clean: Run  # nothing left to clean; the hung shim stays (reported)
     failed: Run  # the run itself failed (an unreadable config)
+    orphaned: tuple[Run, Run]  # two runs with containerd's records read: one task none owns
 
 
 def _gc(node: Node, prom: Path, *extra: str) -> Run:
-    proc = run_cli(node, *extra, "gc", "--min-age", "0", "--metrics-file", str(prom))
+    # --timeout 2: the hung shim costs each run its probe timeout, not containerd's 5 s.
+    gc = ["gc", "--min-age", "0", "--timeout", "2", "--metrics-file", str(prom)]
+    proc = run_cli(node, *extra, *gc)
     assert proc.returncode == (ExitCode.INVALID_ARGUMENT if extra else ExitCode.OK), proc.stderr
     return Run.of(prom.read_text())
 
@@ -148,6 +150,13 @@ def _gc(node: Node, prom: Path, *extra: str) -> Run:
 def gc_runs(node: Node, started: Started, socket_dir_exclusive: None) -> GcRuns:
     prom = node.base / "textfile" / "shimctl.prom"
     prom.parent.mkdir()
+    # A meta.db of containerd's own making (it starts and stops before any bundle exists, so its
+    # startup touches none), kept aside while the first runs find no records to read.
+    with running_containerd(node):
+        pass
+    meta_db = node.root / METADATA_DIR / METADATA_FILE
+    aside = node.base / "meta.db.aside"
+    meta_db.rename(aside)
     started.process(start_shim(node, "leak1")["shim_pid"])  # a shim with no task
     dead = started.process(start_shim(node, "dead1")["shim_pid"])
     os.kill(dead, signal.SIGKILL)
@@ -162,12 +171,15 @@ def gc_runs(node: Node, started: Started, socket_dir_exclusive: None) -> GcRuns:
     bad = node.base / "bad.toml"
     bad.write_text("root = [\n")
     failed = _gc(node, prom, "--config", str(bad))
-    return GcRuns(leaking, leaking_again, clean, failed)
-
-
-def test_metrics_files_pass_promtool(gc_runs: GcRuns) -> None:
-    for run in (gc_runs.leaking, gc_runs.leaking_again, gc_runs.clean, gc_runs.failed):
-        assert promtool.run("check", "metrics", stdin=run.text).strip() == ""
+    # containerd's records back (stopped: gc reads its meta.db), and a running task they do not
+    # have: its bundle without shimctl's own mark, as if a containerd had made it and lost it.
+    aside.rename(meta_db)
+    started.process(start_shim(node, "orph1", "--spec", str(spec_file(node)))["shim_pid"])
+    started.process(create_task(node, "orph1"))
+    started.container("orph1")
+    (node.bundle("orph1") / SHIMCTL_STARTED).unlink()
+    orphaned = (_gc(node, prom), _gc(node, prom))
+    return GcRuns(leaking, leaking_again, clean, failed, orphaned)
 
 
 def test_every_alert_fires_on_real_gc_runs(gc_runs: GcRuns, tmp_path: Path) -> None:
@@ -177,6 +189,9 @@ def test_every_alert_fires_on_real_gc_runs(gc_runs: GcRuns, tmp_path: Path) -> N
         gc_runs.clean,
         gc_runs.failed,
     )
+    # One scene for both checks (it takes a while): each file passes promtool's lint first.
+    for run in (leaking, again, clean, failed, *gc_runs.orphaned):
+        assert promtool.run("check", "metrics", stdin=run.text).strip() == ""
     # What the runs found, before the rules are asked about it.
     assert leaking.total("shimctl_gc_findings", kind="leaked") == 1
     assert leaking.total("shimctl_gc_findings", kind="dead") == 1
@@ -193,11 +208,12 @@ def test_every_alert_fires_on_real_gc_runs(gc_runs: GcRuns, tmp_path: Path) -> N
     for run in (leaking, again, clean):
         assert run.value("shimctl_gc_owner_source", source="unknown") == 1
         assert run.total("shimctl_gc_findings", kind="orphaned") == 0
-    # An orphaned task needs containerd's records, which this node has not: the one sample the
-    # runs cannot show is set on the leaking run's own file (the planner's side is tested with
-    # real containerd elsewhere).
-    (ns,) = {dict(k[1])["namespace"] for k in leaking.samples if k[0] == "shimctl_gc_findings"}
-    orphaned = leaking.with_value(1, "shimctl_gc_findings", kind="orphaned", namespace=ns)
+    # With containerd's records read: the orphaned task, found again by the next run.
+    orphaned, orphaned_again = gc_runs.orphaned
+    for run in gc_runs.orphaned:
+        assert run.value("shimctl_gc_owner_source", source="metadb") == 1
+        assert run.value("shimctl_gc_owner_source", source="unknown") == 0
+        assert run.total("shimctl_gc_findings", kind="orphaned") == 1
 
     p = PERIOD_MINUTES
     three = [(0, leaking), (p, again), (2 * p, clean)]
@@ -219,8 +235,9 @@ def test_every_alert_fires_on_real_gc_runs(gc_runs: GcRuns, tmp_path: Path) -> N
         case("ContainerdShimsHung", three, 3 * p, [10], [25, 40]),
         case("ContainerdShimsHung", [(0, leaking), (p, failed)], 2 * p, [10, 25], []),
         case("ContainerdTasksOrphaned", three, 3 * p, [10, 25, 40], []),
-        case("ContainerdTasksOrphaned", [(0, orphaned), (p, orphaned)], 2 * p, [10], [25]),
+        case("ContainerdTasksOrphaned", [(0, orphaned), (p, orphaned_again)], 2 * p, [10], [25]),
         case("ShimctlOwnerUnknown", three, 3 * p, [10], [25, 40], source="unknown"),
+        case("ShimctlOwnerUnknown", [(0, orphaned), (p, orphaned_again)], 2 * p, [10, 25], []),
     ]
     assert {t["name"] for t in tests} == set(_rules())
     test_file = tmp_path / "shimctl-rules.test.yml"
