@@ -29,9 +29,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tests.support import leftovers
+from tests.support import cri_layout, leftovers
 from tests.support.containerd import DISABLED_PLUGINS, Containerd, ContainerdError, config_toml
-from tests.support.cri_layout import NAMESPACE, private
+from tests.support.cri_layout import private
 from tests.support.helpers import Node, safety_net, unmount_under
 from tests.support.oci import IMAGE, oci_archive
 
@@ -40,6 +40,7 @@ STUB_CACHE = Path(os.environ.get("SHIMCTL_CRI_STUBS", "/tmp/shimctl-cri-stubs"))
 #: Module name of the generated code (``<name>_pb2``, ``<name>_pb2_grpc``): unique, so the
 #: protobuf descriptor pool and sys.modules hold no other "api".
 STUB_NAME = "shimctl_cri_v1"
+NAMESPACE = cri_layout.NAMESPACE
 #: Deadline of every CRI call (RunPodSandbox on a busy 2-core machine takes about a second).
 CALL_TIMEOUT = 60.0
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
