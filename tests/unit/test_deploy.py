@@ -260,6 +260,24 @@ def test_alert_rules_match_the_schedule() -> None:
         assert {"summary", "description"} <= rule["annotations"].keys()
 
 
+def test_alert_rules_use_only_metrics_gc_writes() -> None:
+    """A metric, source or kind renamed or dropped in shimctl breaks the rules: caught here."""
+    import re
+
+    from shimctl.models.findings import Kind
+
+    written = set(
+        re.findall(r"^# TYPE (\S+) ", metrics.exposition(None, now=1.0, version="1"), re.M)
+    )
+    for name, rule in _rules().items():
+        used = set(re.findall(r"\bshimctl_[a-z_]+", rule["expr"]))
+        assert used and used <= written, (name, used - written)
+        for label_value in re.findall(r'source="([^"]+)"', rule["expr"]):
+            assert label_value in metrics.OWNER_SOURCES, name
+        for kind in re.findall(r'kind="([^"]+)"', rule["expr"]):
+            assert kind in set(Kind), name
+
+
 def test_prometheus_rule_is_the_rules_file() -> None:
     yaml = pytest.importorskip("yaml")
     (doc,) = list(yaml.safe_load_all(PROMETHEUS_RULE.read_text()))
