@@ -258,3 +258,9 @@ def test_gc_metrics_dir_missing_cleans_then_fails(node: Node) -> None:
     assert proc.returncode == ExitCode.INVALID_ARGUMENT
     assert "does not exist" in proc.stderr
     assert not node.workdir("w1").exists()  # gc ran: the metrics failure comes afterwards
+
+
+def test_owner_sources_are_the_records_sources() -> None:
+    from shimctl.records.model import Source
+
+    assert set(metrics.OWNER_SOURCES) == {s.value for s in Source}
