@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from shimctl.cli.app import main
+from shimctl.errors import ExitCode
 from shimctl.ops import metrics
 from tests.support import promtool
 from tests.support.cri_layout import HOST
@@ -326,15 +327,30 @@ def _readme_ci_blocks() -> dict[str, str]:
     return blocks
 
 
-# 12: ExitCode.GARBAGE_FOUND (gc --exit-code), 11: ExitCode.ACTIONS_FAILED.
-@pytest.mark.parametrize(("gc_exit", "step_exit"), [(0, 0), (12, 1), (11, 11)])
+def _parses_as_gc_with_exit_code(argv: list[str]) -> None:
+    at = argv.index("gc")
+    assert Path(argv[at - 1]).name == "shimctl", argv
+    gc = main.get_command(main.make_context("shimctl", ["gc"]), "gc")
+    assert gc is not None
+    assert gc.make_context("gc", argv[at + 1 :]).params["exit_code"] is True
+
+
+@pytest.mark.parametrize(
+    ("gc_exit", "step_exit"),
+    [
+        (ExitCode.OK, 0),
+        (ExitCode.GARBAGE_FOUND, 1),
+        (ExitCode.ACTIONS_FAILED, ExitCode.ACTIONS_FAILED),
+    ],
+)
 def test_readme_ci_shell_step(tmp_path: Path, gc_exit: int, step_exit: int) -> None:
-    """The README's shell step passes a clean node, fails the job on garbage (12: cleaned), and
+    """The README's shell step passes a clean node, fails the job on garbage (cleaned), and
     passes a cleaning failure on as it is; `shimctl` here is a stand-in exiting `gc_exit`."""
     script = _readme_ci_blocks()["sh"]
-    assert "shimctl gc" in script and "--exit-code" in script
+    (gc_line,) = [line for line in script.splitlines() if "--exit-code" in line]
+    _parses_as_gc_with_exit_code(shlex.split(gc_line.split(";")[1].split("||")[0]))
     fake = tmp_path / "shimctl"
-    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nexit {gc_exit}\n')
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nexit {int(gc_exit)}\n')
     fake.chmod(0o755)
     proc = subprocess.run(
         ["/bin/sh", "-c", script],
@@ -346,12 +362,11 @@ def test_readme_ci_shell_step(tmp_path: Path, gc_exit: int, step_exit: int) -> N
     )
     assert proc.returncode == step_exit, proc.stderr
     assert "--exit-code" in (tmp_path / "argv").read_text()
-    assert (proc.stderr != "") == (gc_exit != 0)
+    assert (proc.stderr != "") == (gc_exit != ExitCode.OK)
 
 
 def test_readme_ci_github_actions_step() -> None:
     yaml = pytest.importorskip("yaml")
     (step,) = yaml.safe_load(_readme_ci_blocks()["yaml"])
     assert step["if"] == "always()"  # cleans after failed steps too
-    argv = shlex.split(step["run"])
-    assert argv[argv.index("shimctl") + 1] == "gc" and "--exit-code" in argv
+    _parses_as_gc_with_exit_code(shlex.split(step["run"]))
