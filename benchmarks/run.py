@@ -1,9 +1,10 @@
 """shimctl benchmarks: whole-process timings and memory on real shims, side by side with
 containerd 1.6 on the same state. Run by `make bench`; writes benchmarks/results.md.
 
-Scenarios are built on a private root/state/address with the real containerd-shim-runc-v2;
-every process started here is stopped by PID (verified start time) at the end.
-Targets (issue 7) are reported as ratios, never asserted in tests.
+Scenarios are built on a private root/state/address with the real containerd-shim-runc-v2
+(benchmarks/harness.py); every process started here is stopped by PID (verified start time)
+at the end. The scale, meta.db and CRI-shaped rows are in benchmarks/scale.py. Targets are
+reported as ratios, never asserted in tests. Rows: --rows; a shorter run: --quick.
 """
 
 from __future__ import annotations
