@@ -10,6 +10,7 @@ state, containerd's own answers (ctr)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 from collections.abc import Iterator
@@ -19,11 +20,13 @@ from typing import Any
 import psutil
 import pytest
 
-from shimctl.models.findings import Action, Kind, Outcome
+from shimctl.models.findings import Action, Kind, Mode, Outcome
+from shimctl.ops import journal
 from shimctl.reconcile.apply import ActionResult, apply
 from shimctl.reconcile.collect import collect
 from shimctl.reconcile.evidence import Item
 from shimctl.reconcile.plan import Decision, Planned
+from shimctl.reconcile.run import assemble, summarize
 from shimctl.records.proto.api.services.tasks.v1 import tasks_pb2
 from shimctl.settings import Settings
 from tests.real.test_records import Api
@@ -231,3 +234,59 @@ def test_a_record_that_came_back_keeps_the_task(
         assert node.bundle(cid).is_dir() and (RUNC_ROOT / "default" / cid).exists()
     # containerd, started again on leaving the block, still has its task running.
     assert cd.tasks()[cid] == (task.pid, "RUNNING")
+
+
+def test_delete_task_of_a_stopped_task_with_no_record_keeps_its_exit(
+    gen: Any, containerd: Containerd, node: Node
+) -> None:
+    """A task that exited and whose record a client deleted: deleted straight through its
+    shim (containerd's API cannot reach it), its exit status kept in the report and the
+    events journal."""
+    cd = containerd
+    (cid,) = cd.ids("exitnorec")
+    cd.ctr("run", "-d", "--null-io", "--rootfs", str(cd.rootfs), cid, "/bin/sh", "-c", "exit 7")
+    cd.wait_task(cid, "STOPPED")
+    shim = Proc(cd.shim_pid(cid))
+    with _without_record(node, cd, cid):
+        settings = _settings(node)
+        item = _item(settings, cid)
+        assert (item.task_status, item.exit_status) == ("stopped", 7), item
+        decision = Decision(
+            Kind.LEAKED, Action.DELETE_TASK, "exited, no record", recheck_no_record=True
+        )
+        planned = [Planned(item, decision)]
+        results = apply(settings, planned, dry_run=False)
+    (result,) = results
+    assert result is not None and result.outcome in FINISHED, result
+    assert "task deleted (exit status 7)" in result.notes
+    assert shim.gone() and not node.bundle(cid).exists()
+    assert not (RUNC_ROOT / "default" / cid).exists()
+
+    report = summarize(Mode.GC, False, assemble(planned, results), 0.0)
+    assert journal.record_exits(settings, report) == 1
+    (event,) = journal.read(settings, topic="/tasks/delete").events
+    assert (event.namespace, event.type_url) == ("default", "containerd.events.TaskDelete")
+    value = base64.b64decode(event.value)
+    assert cid.encode() in value and b"\x18\x07" in value  # exit_status (field 3) = 7
+
+
+def test_delete_via_containerd_of_a_created_task(
+    gen: Any, containerd: Containerd, node: Node
+) -> None:
+    """`gc --delete-created` while containerd answers and has the record: containerd's own
+    Tasks.Delete removes the created task, its `runc init` and its shim."""
+    cd = containerd
+    (cid,) = cd.ids("createdrec")
+    _created_task(node, cd, cid)
+    init = Proc(cd.tasks()[cid][0])
+    shim = Proc(cd.shim_pid(cid))
+    settings = _settings(node)
+    item = _item(settings, cid)
+    assert item.task_status == "created", item
+    decision = Decision(Kind.CREATED, Action.DELETE_VIA_CONTAINERD, "created, never started")
+    result = _act(settings, item, decision)
+    assert result.outcome == Outcome.DONE, result
+    assert any("deleted through containerd's Tasks API" in n for n in result.notes), result
+    assert init.gone() and shim.gone()
+    assert not node.bundle(cid).exists() and not (RUNC_ROOT / "default" / cid).exists()
+    assert cid not in cd.tasks() and cid in cd.containers()
