@@ -73,12 +73,45 @@ def apply(
         shims = processes.find_shims(settings.address) if needs_scan else []
 
         def run(i: int) -> ActionResult:
+            if planned[i].decision.after_members:
+                kept = _member_not_cleaned(planned, results, i)
+                if kept is not None:
+                    return ActionResult(Outcome.SKIPPED, None, (kept,))
             return _run(settings, planned[i], shims)
 
-        done = pool.map(counted(run, "apply", len(todo), progress), todo)
-        for i, result in zip(todo, done, strict=True):
-            results[i] = result
+        act = counted(run, "apply", len(todo), progress)
+        # A sandbox cleaned in the same run as its members goes after them, and only if each
+        # of them is gone: a member left (changed since inspection, failed) keeps its sandbox.
+        for phase in (False, True):
+            batch = [i for i in todo if planned[i].decision.after_members is phase]
+            for i, result in zip(batch, pool.map(act, batch), strict=True):
+                results[i] = result
     return results
+
+
+_GONE = (Outcome.DONE, Outcome.REMOVED_BY_CONTAINERD)
+
+
+def _member_not_cleaned(
+    planned: Sequence[Planned], results: Sequence[ActionResult | None], i: int
+) -> str | None:
+    """Why the sandbox `planned[i]` must stay: a member (a bundle naming it, or on its shim)
+    whose own action did not end with the member gone. None when every member is gone."""
+    sandbox = planned[i].item
+    key = sockets.socket_file(sandbox.address) if sandbox.address else None
+    for j, (item, _decision) in enumerate(planned):
+        if j == i or item.namespace != sandbox.namespace or item.path == sandbox.path:
+            continue
+        on_its_shim = key is not None and bool(item.address)
+        if item.sandbox != sandbox.id and not (
+            on_its_shim and sockets.socket_file(item.address or "") == key
+        ):
+            continue
+        result = results[j]
+        if result is None or result.outcome not in _GONE:
+            outcome = result.outcome if result is not None else "no action"
+            return f"member {item.id} was not cleaned ({outcome}): kept for it"
+    return None
 
 
 def _run(settings: Settings, planned: Planned, shims: Scan) -> ActionResult:
