@@ -1,8 +1,11 @@
 """Carry out planned actions. Each action re-checks its evidence under the state lock first,
-so an item that changed since inspection (a task created, a shim come back) is left alone.
+so an item that changed since inspection (a task created, a shim come back, a container record
+made again) is left alone.
 
 Every action returns its own ActionResult: worker threads share nothing they write. An action
-is a generator of notes, so the notes made before a failure or a skip are kept."""
+is a generator of notes, so the notes made before a failure or a skip are kept. The actions on
+a task through its shim (delete-task, stop-task) are in actions_task.py, those that rest on
+containerd's records (delete-via-containerd, the no-record re-check) in actions_owner.py."""
 
 from __future__ import annotations
 
