@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from shimctl.records.proto.api.services.tasks.v1 import tasks_pb2
 from shimctl.settings import Settings
 from tests.real.test_records import Api
 from tests.support.containerd import Containerd
-from tests.support.helpers import Node, pid_alive, wait_gone
+from tests.support.findings import by_id
+from tests.support.helpers import Node, pid_alive, run_cli, wait_gone
 
 pytestmark = pytest.mark.real
 
@@ -290,3 +292,43 @@ def test_delete_via_containerd_of_a_created_task(
     assert init.gone() and shim.gone()
     assert not node.bundle(cid).exists() and not (RUNC_ROOT / "default" / cid).exists()
     assert cid not in cd.tasks() and cid in cd.containers()
+
+
+def test_gc_stops_an_orphan_and_journals_an_exit(
+    gen: Any, containerd: Containerd, node: Node, socket_dir_exclusive: None
+) -> None:
+    """The whole way through the command: `gc --stop-orphaned` plans, re-checks and acts on
+    a running task and on an exited one whose records a client deleted; the exit goes into
+    the events journal (`shimctl events`), a second run finds nothing of them."""
+    cd = containerd
+    orphan_id, exited_id = cd.ids("cliorphan", "cliexited")
+    task = Proc(cd.run_container(orphan_id))
+    cd.ctr(
+        "run", "-d", "--null-io", "--rootfs", str(cd.rootfs), exited_id, "/bin/sh", "-c", "exit 5"
+    )
+    cd.wait_task(exited_id, "STOPPED")
+    shims = [Proc(cd.shim_pid(orphan_id)), Proc(cd.shim_pid(exited_id))]
+    with _without_record(node, cd, orphan_id), _without_record(node, cd, exited_id):
+        proc = run_cli(node, "--json", "gc", "--min-age", "0", "--stop-orphaned")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = by_id(proc)
+    orphan, exited = found[orphan_id], found[exited_id]
+    assert (orphan["kind"], orphan["action"]) == ("orphaned", "stop-task"), orphan
+    assert orphan["outcome"] in FINISHED, orphan
+    assert (exited["kind"], exited["action"], exited["exit_status"]) == (
+        "leaked",
+        "delete-task",
+        5,
+    ), exited
+    assert exited["outcome"] in FINISHED, exited
+    assert task.gone() and all(shim.gone() for shim in shims)
+    assert not node.bundle(orphan_id).exists() and not node.bundle(exited_id).exists()
+
+    events = run_cli(node, "--json", "events", "--topic", "/tasks/delete")
+    assert events.returncode == 0, events.stderr
+    (event,) = json.loads(events.stdout)["result"]["events"]
+    value = base64.b64decode(event["value"])
+    assert exited_id.encode() in value and b"\x18\x05" in value  # exit_status (field 3) = 5
+
+    again = by_id(run_cli(node, "--json", "gc", "--min-age", "0", "--stop-orphaned"))
+    assert orphan_id not in again and exited_id not in again
