@@ -3,10 +3,11 @@
 Tasks.Delete is the only write shimctl ever makes through containerd's API (everything else in
 this package only reads). gc uses it for a task whose record containerd has, so containerd's
 own view stays true: containerd stops monitoring the task, has the shim delete it, shuts the
-shim down and removes the bundle itself before it answers (services/tasks/local.go Delete and
-runtime/v2/manager.go Delete at containerd v1.6.20; plugins/services/tasks/local.go and
-core/runtime/v2/task_manager.go at v2.1.9). Containers.Get answers whether a record of an id
-exists right now (gc re-checks that under its lock before it acts on "no record").
+shim down and removes the bundle itself before it answers (services/tasks/local.go Delete,
+runtime/v2/manager.go TaskManager.Delete and shim.go shimTask.delete at containerd v1.6.20;
+plugins/services/tasks/local.go and core/runtime/v2/task_manager.go at v2.1.9). Containers.Get
+answers whether a record of an id exists right now (gc re-checks that under its lock before it
+acts on "no record").
 
 The namespace goes in the ``containerd-namespace`` metadata header. Each call has one deadline,
 covering the connect; nothing here waits past it. As in api.py, grpcio and the message modules
