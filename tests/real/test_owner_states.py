@@ -89,7 +89,9 @@ def _nothing_to_do(found: dict[str, findings.Finding]) -> None:
     assert acting == {}, acting
 
 
-def test_gc_and_list_decide_by_containerds_records(gen: Generation, containerd: Containerd) -> None:
+def test_gc_and_list_decide_by_containerds_records(
+    gen: Generation, containerd: Containerd, socket_dir_exclusive: None
+) -> None:
     cd = containerd
     states = OwnerStates(gen, cd)
     try:
@@ -158,7 +160,7 @@ def _phases(gen: Generation, cd: Containerd, states: OwnerStates) -> None:
     _assert_alive(*(m for m in every if m is not down))
     assert down.shim_alive and not down.process_alive
 
-    found = _mine(_gc(gen, cd), every)
+    found = _mine(_gc(gen, cd, "--exit-code", code=GARBAGE_FOUND), every)  # cleaned: still 12
     assert _decisions(found) == expected
     assert found[gone.id]["outcome"] == "done", found[gone.id]
     assert (found[gone.id]["exit_status"], found[down.id]["exit_status"]) == (3, 137)
@@ -254,7 +256,7 @@ def _phases(gen: Generation, cd: Containerd, states: OwnerStates) -> None:
     _assert_alive(run, paused, mine, kept2, young)
 
     every = [m for m in every if m not in (orphan2, created)]
-    last = _mine(_gc(gen, cd, "--exit-code", "--stop-orphaned", "--delete-created"), every)
+    last = _mine(_gc(gen, cd, "--stop-orphaned", "--delete-created"), every)
     assert _decisions(last) == {
         i: d for i, d in expected.items() if i not in (orphan2.id, created.id)
     }

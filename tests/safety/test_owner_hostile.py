@@ -256,7 +256,7 @@ ADDRESS_FAKES: dict[str, Callable[[socket.socket], None] | None] = {
 
 @pytest.mark.parametrize("fake", list(ADDRESS_FAKES))
 def test_a_hostile_containerd_at_the_address_gives_owner_unknown(
-    scene: Scene, baseline: Decisions, fake: str
+    scene: Scene, baseline: Decisions, fake: str, socket_dir_exclusive: None
 ) -> None:
     scene.reset()
     with _listener(scene.node.address, ADDRESS_FAKES[fake]):
@@ -266,7 +266,7 @@ def test_a_hostile_containerd_at_the_address_gives_owner_unknown(
 
 
 def test_something_that_listens_at_the_address_is_trusted_over_meta_db(
-    scene: Scene, baseline: Decisions
+    scene: Scene, baseline: Decisions, socket_dir_exclusive: None
 ) -> None:
     """A listener that hangs means a containerd may run: its meta.db (unlocked or not) is not
     read as if it were stopped."""
@@ -349,7 +349,7 @@ METADB_CASES: dict[str, Callable[[Scene], None]] = {
 
 @pytest.mark.parametrize("case", list(METADB_CASES))
 def test_a_hostile_meta_db_gives_owner_unknown(
-    scene: Scene, baseline: Decisions, case: str
+    scene: Scene, baseline: Decisions, case: str, socket_dir_exclusive: None
 ) -> None:
     scene.reset()
     METADB_CASES[case](scene)
@@ -371,7 +371,7 @@ time.sleep(120)
 
 
 def test_a_meta_db_locked_by_another_process_is_not_read_and_not_waited_for(
-    scene: Scene, baseline: Decisions
+    scene: Scene, baseline: Decisions, socket_dir_exclusive: None
 ) -> None:
     scene.reset()
     path = scene.put_metadb()
