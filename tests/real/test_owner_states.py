@@ -174,7 +174,6 @@ def _phases(gen: Generation, cd: Containerd, states: OwnerStates) -> None:
     found = _mine(_gc(gen, cd, "--stop-orphaned"), every)
     assert _decisions(found) == {**expected, orphan.id: ("orphaned", "stop-task", "no-record")}
     assert found[orphan.id]["outcome"] == "done", found[orphan.id]
-    assert found[orphan.id]["exit_status"] == 137
     _assert_gone(orphan)
     _assert_alive(run, paused, kept, mine, created)
     every.remove(orphan)
