@@ -16,6 +16,7 @@ fail.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,8 @@ from tests.support import findings
 from tests.support.containerd import running_containerd
 from tests.support.generations import generation
 from tests.support.helpers import Node, pid_alive, teardown_node, wait_gone
-from tests.support.safetykit import cli
+from tests.support.owner_states import Api
+from tests.support.safetykit import REPO, cli
 from tests.support.tasks import Started, create_task, spec_file, start_shim, stop_task
 
 pytestmark = pytest.mark.real
@@ -391,3 +394,119 @@ def test_a_meta_db_locked_by_another_process_is_not_read_and_not_waited_for(
         scene.reset()
     assert runs == {name: ("unknown", baseline) for name in runs}
     _untouched(scene)
+
+
+# -- containerd starts while shimctl reads its meta.db ----------------------------------------
+
+#: `python -m shimctl` whose first page read of meta.db (the shared lock is held by then)
+#: leaves a marker and then stalls, as on a disk that stopped answering, until the test's
+#: go-ahead (which never comes before shimctl has finished).
+STALLED_READ = """
+import os, runpy, sys, time
+import shimctl.records.bolt as bolt
+marker, go, real = sys.argv.pop(1), sys.argv.pop(1), bolt._pread
+def stalled(fd, size, offset):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return real(fd, size, offset)
+bolt._pread = stalled
+sys.argv[0] = "shimctl"
+runpy.run_module("shimctl", run_name="__main__")
+"""
+
+
+def _containerd_opened(config: Path, path: Path) -> bool:
+    """Has the containerd started with ``config`` opened ``path`` (it is at its lock)?"""
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] and str(config) in proc.info["cmdline"]:
+            with contextlib.suppress(psutil.Error):
+                return any(f.path == str(path) for f in proc.open_files())
+    return False
+
+
+def _exclusive_flock_on(path: Path) -> bool:
+    """Does anyone hold an exclusive flock on ``path`` (/proc/locks: FLOCK ... WRITE)?"""
+    inode = f":{os.stat(path).st_ino} "
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" not in fields and "FLOCK" in fields and "WRITE" in fields and inode in line:
+            return True
+    return False
+
+
+def test_containerd_starts_while_list_reads_its_meta_db(node: Node) -> None:
+    """containerd started while `shimctl list` is in the middle of reading meta.db (its read
+    stalled) cannot take its exclusive lock meanwhile; shimctl gives up at its own bound
+    (owner unknown), exits 0 and lets go of the lock, and containerd then starts with its
+    records intact: a shimctl read never holds containerd's start for longer than that."""
+    gen = generation("system")
+    gen.require()
+    with running_containerd(node, **gen.containerd_options()) as cd:
+        (live,) = cd.ids("live")
+        cd.run_container(live)
+        api = Api(node)
+        ids = [f"rec-{i:02d}-{cd.tag}" for i in range(30)]
+        try:
+            record = api.container(live)
+            for cid in ids:
+                record.id = cid
+                api.create_container(record)
+        finally:
+            api.close()
+        cd.stop()
+        metadb = node.root / METADATA / "meta.db"
+        marker, go = node.base / "reading", node.base / "go"
+        env = node.env()
+        env["PYTHONPATH"] = str(REPO)
+        argv = [sys.executable, "-c", STALLED_READ, str(marker), str(go), *node.cli_args()]
+        reader = subprocess.Popen(
+            [*argv, "--json", "list"],
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        failed: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                cd.start()
+            except BaseException as err:  # noqa: BLE001 - the test thread reports it
+                failed.append(err)
+
+        starter = threading.Thread(target=start)
+        try:
+            deadline = time.monotonic() + 30
+            while not marker.exists():
+                assert reader.poll() is None, reader.communicate()
+                assert time.monotonic() < deadline, "list never read meta.db"
+                time.sleep(0.01)
+            starter.start()
+            while not _containerd_opened(cd.config_path, metadb) and reader.poll() is None:
+                assert starter.is_alive(), failed
+                assert time.monotonic() < deadline, "containerd never opened meta.db"
+                time.sleep(0.02)
+            if reader.poll() is None:  # both at the lock: shimctl holds it, containerd waits
+                locked = _exclusive_flock_on(metadb)
+                assert reader.poll() is not None or not locked, "containerd took LOCK_EX"
+            out, err = reader.communicate(timeout=RUN_BOUND)
+            starter.join(RUN_BOUND)
+        finally:
+            go.touch()
+            if reader.poll() is None:
+                reader.kill()
+                reader.communicate()
+            if starter.ident is not None:
+                starter.join(RUN_BOUND)
+        assert not failed, failed
+        assert reader.returncode == 0 and "Traceback" not in err, out + err
+        result = json.loads(out)["result"]
+        assert result["owner"]["source"] == "unknown", result["owner"]
+        assert findings.by_id(result, namespace=NS)[live]["owner"] == "unknown"
+        assert cd.running and set(ids) | {live} <= set(cd.containers())
+        assert _exclusive_flock_on(metadb), "containerd runs without its lock on meta.db"
