@@ -44,6 +44,25 @@ class Kind(_Word):
     STALE_SOCKET = "stale-socket"  # refusing socket in /run/containerd/s that no bundle names
 
 
+# What `--exit-code` counts as garbage found: leaks and what they leave, cleaned or not (a
+# stopped task kept for its owner, a sandbox, an unsafe bundle are not garbage).
+GARBAGE_KINDS = frozenset(
+    {
+        Kind.CREATED,
+        Kind.ORPHANED,
+        Kind.LEAKED,
+        Kind.HUNG,
+        Kind.DEAD,
+        Kind.EMPTY,
+        Kind.UNKNOWN_RUNTIME,
+        Kind.ORPHAN_WORKDIR,
+        Kind.STALE_HIDDEN,
+        Kind.ORPHAN_PROCESS,
+        Kind.STALE_SOCKET,
+    }
+)
+
+
 class Action(_Word):
     """What a command does with a finding."""
 

@@ -74,6 +74,11 @@ class OwnerView:
             return None
         return record.labels.get(CRI_KIND_LABEL) == CRI_SANDBOX
 
+    def in_sandbox_store(self, ev: BundleEvidence) -> bool:
+        """Is it in containerd's sandbox store (1.7+; what the manager asks at restart)?"""
+        r = self.records
+        return bool(r and r.sandboxes_known and ev.id in r.namespace(ev.namespace).sandboxes)
+
     def sandbox_of(self, ev: BundleEvidence) -> str | None:
         """The sandbox its container record names (1.7+), if any."""
         record = self.container(ev)

@@ -70,7 +70,11 @@ def plan_with(inventory: Inventory, mode: Mode, policy: Policy) -> list[Planned]
         if ev.boot is not None:
             groups[_socket_key(ev.boot.address)].append(ev)
     sandbox_of = {id(ev): ev.sandbox_of or view.sandbox_of(ev) for ev in bundles}
-    named = {(ev.namespace, s) for ev in bundles if (s := sandbox_of[id(ev)]) is not None}
+    naming: dict[tuple[str, str], list[BundleEvidence]] = defaultdict(list)
+    for ev in bundles:
+        if (name := sandbox_of[id(ev)]) is not None:
+            naming[(ev.namespace, name)].append(ev)
+    named = set(naming)
     sandboxes = {
         id(ev): _is_sandbox(ev, groups, named, view, sandbox_of)
         for ev in bundles
@@ -86,7 +90,7 @@ def plan_with(inventory: Inventory, mode: Mode, policy: Policy) -> list[Planned]
         if sandboxes.get(id(ev)):
             decision = _decide(ev, groups, view, mode, policy, sandbox_of, sandbox=True)
             decision = _hold_young(ev.item(), decision, mode, policy.min_age)
-            members = _members(ev, groups, sandbox_of)
+            members = _members(ev, groups, naming)
             # A member that is itself taken for a sandbox and not decided yet counts as kept.
             member_decisions = [decided.get(id(m), _UNDECIDED) for m in members]
             decided[id(ev)] = _follow_members(decision, member_decisions, mode)
@@ -122,18 +126,15 @@ def _is_sandbox(
 
 
 def _members(
-    ev: BundleEvidence, groups: dict[str, list[BundleEvidence]], sandbox_of: dict[int, str | None]
+    ev: BundleEvidence,
+    groups: dict[str, list[BundleEvidence]],
+    naming: dict[tuple[str, str], list[BundleEvidence]],
 ) -> list[BundleEvidence]:
     """The bundles a sandbox serves: those naming it, and the others its shim serves."""
     assert ev.boot is not None
     sharers = [o for o in groups[_socket_key(ev.boot.address)] if o is not ev]
-    naming = [
-        o
-        for group in groups.values()
-        for o in group
-        if o is not ev and o.namespace == ev.namespace and sandbox_of[id(o)] == ev.id
-    ]
-    return list({id(o): o for o in [*sharers, *naming]}.values())
+    named_by = [o for o in naming.get((ev.namespace, ev.id), ()) if o is not ev]
+    return list({id(o): o for o in [*sharers, *named_by]}.values())
 
 
 def _follow_members(decision: Decision, members: Sequence[Decision], mode: Mode) -> Decision:

@@ -52,6 +52,11 @@ def decide_task(
 ) -> Decision:
     """The decision for a bundle whose shim answered (``sandbox``: it serves other bundles)."""
     owner = view.owner_of(ev)
+    if mode == Mode.LOAD and not ev.task_pids and view.in_sandbox_store(ev):
+        # The manager keeps a shim whose id its sandbox store has, whatever its task says
+        # (core/runtime/v2/shim_load.go, loadShim: sandboxStore.Get before the leak check).
+        reason = "containerd's sandbox store has it: the manager keeps its shim"
+        return Decision(Kind.SANDBOX, Action.KEEP, reason, owner=owner)
     if ev.has_task and ev.task_status == "stopped" and not ev.task_pids:
         return _stopped(ev, view, owner, mode, policy, sandbox)
     if ev.has_task:

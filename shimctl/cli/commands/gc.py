@@ -29,6 +29,22 @@ if TYPE_CHECKING:
 @click.option(
     "--kill-hung", is_flag=True, help="Stop shims that do not answer (SIGTERM, then SIGKILL)."
 )
+@click.option(
+    "--stop-orphaned",
+    is_flag=True,
+    help="Stop running tasks containerd has no record of (no client can stop them).",
+)
+@click.option(
+    "--delete-created",
+    is_flag=True,
+    help="Delete tasks stuck in created since before containerd started.",
+)
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help=f"Exit {int(ExitCode.GARBAGE_FOUND)} when garbage was found, cleaned or not "
+    "(a CI step that fails the job which leaked shims).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option(
     "--metrics-file",
@@ -46,6 +62,9 @@ def command(
     dry_run: bool,
     min_age: str,
     kill_hung: bool,
+    stop_orphaned: bool,
+    delete_created: bool,
+    exit_code: bool,
     quiet: bool,
     metrics_file: str | None,
 ) -> ExitCode:
@@ -69,7 +88,11 @@ def command(
             settings = cli.settings()
             with console.progress(enabled=not quiet) as bar:
                 rep = Reconciler(settings, progress=bar).gc(
-                    dry_run=dry_run, min_age=parse_duration(min_age), kill_hung=kill_hung
+                    dry_run=dry_run,
+                    min_age=parse_duration(min_age),
+                    kill_hung=kill_hung,
+                    stop_orphaned=stop_orphaned,
+                    delete_created=delete_created,
                 )
         except (ShimctlError, OSError) as err:
             if target is not None:
@@ -85,10 +108,11 @@ def command(
                     f"cannot write --metrics-file {target}: {err.strerror or err}"
                 )
         console.report(rep)
-        code = report_exit(rep)
+        code = report_exit(rep, garbage_code=exit_code)
         if metrics_error is not None:
             console.error(metrics_error, document=False)
-            return code or metrics_error.exit_code
+            # A metrics file that was not written is the failure to show, unless actions failed.
+            return code if code == ExitCode.ACTIONS_FAILED else metrics_error.exit_code
         return code
 
     return run(cli, action, quiet=quiet)

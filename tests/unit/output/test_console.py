@@ -24,7 +24,7 @@ from shimctl.errors import (
     Unsafe,
     from_grpc_code,
 )
-from shimctl.models.findings import Finding, Mode, ReconcileReport
+from shimctl.models.findings import Finding, Mode, Owner, ReconcileReport
 from shimctl.models.results import DeleteResult
 from shimctl.output import console
 from shimctl.output.console import Console
@@ -256,6 +256,8 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         api_version=2,
         protocol="ttrpc",
         age_seconds=3700,
+        task_status="paused",
+        owner=Owner.TRACKED,
     )
     Console(json_output=False).report(_report(Mode.LIST, [f]))
     lines = capsys.readouterr().out.splitlines()
@@ -263,6 +265,8 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         "NAMESPACE",
         "ID",
         "KIND",
+        "STATUS",
+        "OWNER",
         "SHIM",
         "PID",
         "TASK",
@@ -275,6 +279,8 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         "default",
         "c1",
         "running",
+        "paused",
+        "tracked",
         "10",
         "11,12",
         "containerd-shim-runc-v2",

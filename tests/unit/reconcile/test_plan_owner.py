@@ -274,6 +274,17 @@ def test_load_follows_the_manager_rule_whatever_the_records() -> None:
     assert (d.kind, d.action) == LEAK
 
 
+def test_load_keeps_what_the_sandbox_store_has_as_the_manager_does() -> None:
+    owner = records(sandboxes=("pod",), source=Source.METADB)
+    d = one(bundle("pod"), owner, mode=Mode.LOAD)
+    assert (d.kind, d.action) == (Kind.SANDBOX, Action.KEEP)
+    assert one(bundle("pod"), records(source=Source.METADB), mode=Mode.LOAD).action == (
+        Action.DELETE_TASK
+    )
+    # gc does not: a sandbox record alone keeps no runc pod shim (see below).
+    assert one(bundle("pod"), owner).action == Action.DELETE_TASK
+
+
 def test_kept_stopped_names_its_owner() -> None:
     d = one(stopped("c"), records(containers=("c",), tasks=("c",)))
     assert "containerd 1.6.20 (pid 777)" in d.reason
