@@ -8,9 +8,10 @@ One containerd per generation, three phases over the same node:
    while it is down (containerd #6771): ``list`` and ``gc`` decide from meta.db; the stopped
    task with no record is deleted, the orphan reported and stopped only with
    ``--stop-orphaned``, the ``created`` task reported, everything else kept.
-3. containerd started again (1.6 keeps #6771's stopped task, 1.7 and 2.1 clean it at their
-   restart: asserted as facts of the generation), more states made: ``gc`` through the API
-   deletes #6771's task through containerd on 1.6, the recordless stopped task straight
+3. containerd started again, then SIGKILLed, a task's process killed while it is down, and
+   started again (#6771 as a crash); 1.6 keeps the stopped tasks, 1.7 and 2.1 clean them at
+   their restart (asserted as facts of the generation). More states made: ``gc`` through the
+   API deletes #6771's tasks through containerd on 1.6, the recordless stopped task straight
    through its shim, reports the orphan and the old ``created`` task and acts on them only
    with ``--stop-orphaned`` / ``--delete-created``; a last gc finds nothing to do.
 
@@ -184,17 +185,23 @@ def _phases(gen: Generation, cd: Containerd, states: OwnerStates) -> None:
 
     # -- 3. containerd started again ----------------------------------------------------------
     cd.start()
+    # containerd #6771 as a crash too: containerd SIGKILLed, the process killed while it is
+    # down, containerd started again.
+    crash = states.exited_while_down("crash")
+    exited = (kept, down, crash)
     if gen.cleans_leaked_shims:
-        # 1.7 and 2.1 load no shim whose task has no pids: both stopped tasks go at restart.
-        for m in (kept, down):
-            assert f'msg="cleaning leaked shim process" id={m.id}' in cd.log_text(current=True)
+        # 1.7 and 2.1 load no shim whose task has no pids: the stopped tasks go at restart.
+        for m in exited:
+            assert f'msg="cleaning leaked shim process" id={m.id}' in cd.log_text()
             _assert_gone(m)
             assert m.id not in cd.tasks() and m.id in cd.containers()
-        every = [m for m in every if m not in (kept, down)]
+        every = [m for m in every if m not in exited]
     else:
-        # 1.6 keeps both; #6771's exit was never delivered and its task stays for ever.
-        assert cd.tasks()[down.id][1] == cd.tasks()[kept.id][1] == "STOPPED"
+        # 1.6 keeps them: #6771's exit was never delivered, the task stays for ever.
+        tasks = cd.tasks()
+        assert [tasks[m.id][1] for m in exited] == ["STOPPED"] * 3, tasks
         assert "cleaning leaked shim" not in cd.log_text()
+        every.append(crash)
     _assert_alive(run, paused, mine, created)
 
     gone2 = states.stopped_no_record("gone2", status=4)
@@ -215,7 +222,7 @@ def _phases(gen: Generation, cd: Containerd, states: OwnerStates) -> None:
     if not gen.cleans_leaked_shims:
         # Exited before this containerd started, with a record: 1.7's restart rule, applied
         # through containerd's Tasks API so that its view stays true.
-        for m in (kept, down):
+        for m in exited:
             expected[m.id] = ("leaked", "delete-via-containerd", "tracked")
     acted = {i for i, (_, action, _) in expected.items() if action not in ("keep", "report")}
 
@@ -230,13 +237,13 @@ def _phases(gen: Generation, cd: Containerd, states: OwnerStates) -> None:
         acted, "done"
     ), found
     assert found[gone2.id]["exit_status"] == 4
-    for m in (gone2, *((kept, down) if not gen.cleans_leaked_shims else ())):
+    for m in (gone2, *(exited if not gen.cleans_leaked_shims else ())):
         _assert_gone(m)
     if not gen.cleans_leaked_shims:
-        # Deleted through containerd: its task list is true at once; the record stays.
+        # Deleted through containerd: its task list is true at once; the records stay.
         tasks = cd.tasks()
-        assert down.id not in tasks and kept.id not in tasks
-        assert {down.id, kept.id} <= set(cd.containers())
+        assert not {m.id for m in exited} & set(tasks), tasks
+        assert {m.id for m in exited} <= set(cd.containers())
     wait_until(lambda: gone2.id not in cd.tasks(), "containerd to see gone2's shim go")
     _assert_alive(run, paused, mine, created, orphan2, kept2, young)
 
