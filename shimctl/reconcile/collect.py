@@ -16,6 +16,7 @@ from shimctl.reconcile.evidence import BundleEvidence, Inventory, Leftover, read
 from shimctl.reconcile.owner import OwnerQuery
 from shimctl.reconcile.probe import Probing, judge_all
 from shimctl.reconcile.processes import attach_processes, orphan_processes
+from shimctl.reconcile.runc_state import orphan_runc_states
 from shimctl.reconcile.stale_sockets import stale_sockets
 from shimctl.reconcile.walk import namespaces, walk
 from shimctl.records.model import OwnerRecords
@@ -42,6 +43,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     judge_all(settings, answered, known)
     attach_processes(settings, bundles, known)
     orphans = orphan_processes(settings, bundles, scope, now, shims)
+    orphans += orphan_runc_states(settings, bundles, scope, now)
     records = owner.result()
     runtime_from_records(settings, bundles, records)
     return Inventory(bundles, found.leftovers + orphans + sockets, records)

@@ -35,6 +35,7 @@ _CLEANUP = {
     Kind.STALE_HIDDEN: Action.REMOVE,
     Kind.STALE_SOCKET: Action.REMOVE,
     Kind.ORPHAN_PROCESS: Action.SHUTDOWN,
+    Kind.ORPHAN_RUNC_STATE: Action.RUNC_DELETE,
 }
 
 

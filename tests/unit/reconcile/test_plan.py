@@ -191,6 +191,7 @@ LEFTOVER_CASES = [
     ("refusing socket no bundle names", Kind.STALE_SOCKET, True, Action.REMOVE),
     ("orphan shim answering with no task", Kind.ORPHAN_PROCESS, True, Action.SHUTDOWN),
     ("orphan shim with a task", Kind.ORPHAN_PROCESS, False, Action.REPORT),
+    ("runc state whose bundle is gone", Kind.ORPHAN_RUNC_STATE, True, Action.RUNC_DELETE),
     ("symlinked bundle", Kind.UNSAFE, False, Action.REPORT),
 ]
 
