@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from shimctl.errors import ExitCode
 from shimctl.records.model import Source
 from tests.support import findings
 from tests.support.containerd import Containerd
@@ -36,8 +37,7 @@ from tests.support.owner_states import Made, OwnerStates, run_shimctl, wait_unti
 
 pytestmark = pytest.mark.real
 
-#: ExitCode.GARBAGE_FOUND: `--exit-code` when garbage was found and nothing else failed.
-GARBAGE_FOUND = 12
+GARBAGE_FOUND = int(ExitCode.GARBAGE_FOUND)  # `--exit-code`: garbage found, nothing failed
 NS = "default"
 
 Decisions = dict[str, tuple[str, str, str | None]]
