@@ -35,9 +35,10 @@ class OwnerView:
     @property
     def containerd_started_at(self) -> float | None:
         """Unix time containerd's process started (API source only)."""
-        if self.records is None or self.records.containerd is None:
+        r = self.records
+        if r is None or r.containerd is None:
             return None
-        return self.records.containerd.create_time
+        return r.containerd_started_at or r.containerd.create_time
 
     def owner_of(self, ev: BundleEvidence) -> Owner:
         if ev.shimctl_started:
