@@ -200,7 +200,8 @@ def test_every_alert_fires_on_real_gc_runs(gc_runs: GcRuns, tmp_path: Path) -> N
     assert leaking.value("shimctl_gc_leaking_runs") == 1
     assert again.total("shimctl_gc_findings", kind="leaked") == 1  # leak2
     assert again.value("shimctl_gc_leaking_runs") == 2
-    assert clean.value("shimctl_gc_leaks") == 0 and clean.value("shimctl_gc_leaking_runs") == 0
+    assert clean.value("shimctl_gc_leaks") == 0, clean.text
+    assert clean.value("shimctl_gc_leaking_runs") == 0
     assert clean.total("shimctl_gc_findings", kind="hung") == 1
     assert clean.value("shimctl_gc_success") == 1
     assert failed.value("shimctl_gc_success") == 0

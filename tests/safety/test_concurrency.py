@@ -141,6 +141,10 @@ def test_concurrent_gc_start_and_delete(node: Node, socket_dir_exclusive: None) 
             # now, its work dir is left and its shim is gone; the last gc below removes both.
             assert present.get(f".{task_id}", {}).get("kind") == "stale-hidden", present
             assert wait_gone(pid, None, timeout=10), task_id
+        elif task_id in present and present[task_id]["kind"] == "dead":
+            # A gc killed after its Shutdown and before the bundle delete: the shim is gone,
+            # its bundle stays as a dead one; the last gc below removes it.
+            assert wait_gone(pid, None, timeout=10), task_id
         elif task_id in present:
             assert present[task_id]["kind"] == "leaked", present[task_id]
             assert pid_alive(pid), task_id
