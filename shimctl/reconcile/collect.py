@@ -14,7 +14,7 @@ from shimctl.reconcile.evidence import BundleEvidence, Inventory, Leftover, read
 from shimctl.reconcile.owner import OwnerQuery
 from shimctl.reconcile.probe import Probing, judge_all
 from shimctl.reconcile.processes import attach_processes, orphan_processes
-from shimctl.reconcile.stale_sockets import stale_sockets
+from shimctl.reconcile.stale_sockets import prove_with_records, stale_sockets
 from shimctl.reconcile.walk import namespaces, walk
 from shimctl.settings import Settings
 
@@ -39,7 +39,9 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     judge_all(settings, answered, known)
     attach_processes(settings, bundles, known)
     orphans = orphan_processes(settings, bundles, scope, now, shims)
-    return Inventory(bundles, found.leftovers + orphans + sockets, owner.result())
+    records = owner.result()
+    sockets = prove_with_records(settings, sockets, records)
+    return Inventory(bundles, found.leftovers + orphans + sockets, records)
 
 
 class _Scans(threading.Thread):

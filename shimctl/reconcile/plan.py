@@ -82,7 +82,7 @@ def plan_with(inventory: Inventory, mode: Mode, policy: Policy) -> list[Planned]
         Planned(ev.item(), _decide(ev, groups, named, mode=mode, kill_hung=kill_hung))
         for ev in inventory.bundles
     ]
-    planned += [Planned(left.item, _decide_leftover(left)) for left in inventory.leftovers]
+    planned += [Planned(left.item, _decide_leftover(left, policy)) for left in inventory.leftovers]
     return [Planned(item, _hold_young(item, d, mode, min_age)) for item, d in planned]
 
 
@@ -109,8 +109,14 @@ def _hold_young(item: Item, decision: Decision, mode: Mode, min_age: float) -> D
     )
 
 
-def _decide_leftover(left: Leftover) -> Decision:
+def _decide_leftover(left: Leftover, policy: Policy) -> Decision:
     action = _CLEANUP.get(left.kind, Action.REPORT) if left.garbage else Action.REPORT
+    if left.foreign and action.changes_anything:
+        # Another containerd's shim may be restarting on it: removed only when asked.
+        if not policy.remove_foreign_sockets:
+            flag = "gc --remove-foreign-sockets removes it"
+            return Decision(left.kind, Action.REPORT, f"{left.reason} ({flag})")
+        return Decision(left.kind, action, f"{left.reason} (--remove-foreign-sockets)")
     return Decision(left.kind, action, left.reason)
 
 

@@ -11,6 +11,7 @@ from shimctl.errors import NotFound, ShimctlError
 from shimctl.node import identifiers, processes, sockets
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import check_executable
+from shimctl.node.spec import cri_sandbox_of
 from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import ConnectInfo, Exit, TaskClient
@@ -123,7 +124,8 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
 def _sandbox_shim_binary(settings: Settings, bundle: Bundle) -> str | None:
     """containerd 2.x writes no shim-binary-path into a pod member's bundle: the member runs
     on its sandbox's shim, so the sandbox bundle's shim binary is the member's runtime."""
-    sandbox = bundle.read_text(SANDBOX)
+    # 1.6/1.7 write no `sandbox` file: the CRI annotations name the pod.
+    sandbox = bundle.read_text(SANDBOX) or cri_sandbox_of(bundle.path, bundle.id)
     if sandbox is None or sandbox == bundle.id or not identifiers.is_valid(sandbox):
         return None
     owner = Bundle.locate(settings.task_state, settings.task_root, bundle.namespace, sandbox)

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 @click.option(
     "--kill-hung", is_flag=True, help="Stop shims that do not answer (SIGTERM, then SIGKILL)."
 )
+@click.option(
+    "--remove-foreign-sockets",
+    is_flag=True,
+    help="Also remove stale sockets in the shared socket dir that are not provably this "
+    "containerd's (another containerd's shim may own them).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option(
     "--metrics-file",
@@ -46,6 +52,7 @@ def command(
     dry_run: bool,
     min_age: str,
     kill_hung: bool,
+    remove_foreign_sockets: bool,
     quiet: bool,
     metrics_file: str | None,
 ) -> ExitCode:
@@ -69,7 +76,10 @@ def command(
             settings = cli.settings()
             with console.progress(enabled=not quiet) as bar:
                 rep = Reconciler(settings, progress=bar).gc(
-                    dry_run=dry_run, min_age=parse_duration(min_age), kill_hung=kill_hung
+                    dry_run=dry_run,
+                    min_age=parse_duration(min_age),
+                    kill_hung=kill_hung,
+                    remove_foreign_sockets=remove_foreign_sockets,
                 )
         except (ShimctlError, OSError) as err:
             if target is not None:
