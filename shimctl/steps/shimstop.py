@@ -91,13 +91,20 @@ def shutdown(
     return False
 
 
-def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exit | None:
+def run_delete_verb(
+    settings: Settings, bundle: Bundle, notes: list[str], *, pod_binary: str | None = None
+) -> Exit | None:
     """The shim binary's `delete` verb for a shim that is gone. Its failure is only noted: the
     runc shim's verb fails for a task that was never created (no `runtime` file), and the
-    caller has verified the shim is gone, so the bundle still goes."""
+    caller has verified the shim is gone, so the bundle still goes. `pod_binary`: the pod's
+    shim binary, read by the caller while the sandbox bundle was still there."""
     bundle.check_safe()
     try:
-        shim_binary = bundle.read_text(SHIM_BINARY_PATH) or _sandbox_shim_binary(settings, bundle)
+        shim_binary = (
+            bundle.read_text(SHIM_BINARY_PATH)
+            or pod_binary
+            or _sandbox_shim_binary(settings, bundle)
+        )
     except ShimctlError as err:
         notes.append(f"unreadable shim-binary-path ({err}): the delete verb was not run")
         return None
