@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     PROTOCOL = 9
     UNSAFE = 10
     ACTIONS_FAILED = 11
+    GARBAGE_FOUND = 12
     INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
     BROKEN_PIPE = 141  # 128 + SIGPIPE
 
@@ -53,6 +54,8 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.UNSAFE: "unsafe (a path would lead outside root/state, or a PID is not the shim "
     "meant)",
     ExitCode.ACTIONS_FAILED: "load/gc finished, but some actions failed",
+    ExitCode.GARBAGE_FOUND: "gc/list `--exit-code`: garbage was found (cleaned or not) and "
+    "nothing failed; for a CI step that fails the job which leaked shims",
     ExitCode.INTERRUPTED: "interrupted",
     ExitCode.BROKEN_PIPE: "the reader of stdout went away (`shimctl list | head`); nothing "
     "printed to stderr",

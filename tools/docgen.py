@@ -111,7 +111,7 @@ def schema_markdown() -> str:
         "exactly one JSON document on stdout:",
         "",
         "```json",
-        '{"schema_version": 1, "command": "<command>", "result": { ... }}',
+        f'{{"schema_version": {SCHEMA_VERSION}, "command": "<command>", "result": {{ ... }}}}',
         "```",
         "",
         "Logs, warnings and progress go to stderr only, so stdout always parses. A failing "
@@ -124,7 +124,15 @@ def schema_markdown() -> str:
         "`schema_version`; removing or renaming a field, or changing its type or meaning, "
         "increments it. Consumers should ignore fields they do not know.",
         "",
-        f"Finding kinds: {_kinds_table()}. Outcomes: `done`, `failed`, `skipped`, `dry-run` "
+        "Version 2: containerd's records are evidence. Findings gain `owner` "
+        "(`tracked`, `record-only`, `no-record`, `shimctl`, `unknown`; null for leftovers), "
+        "`exit_status` and `exited_at`; reports gain `owner` (where the records came from). "
+        "Meanings changed: a stopped task containerd has no record of is `leaked`, a running "
+        "one `orphaned`, a task stuck in created `created`; `age_seconds` counts from the "
+        "bundle's creation, not its directory's last change.",
+        "",
+        f"Finding kinds: {_kinds_table()}. Outcomes: `done`, `failed`, `skipped`, `dry-run`, "
+        "`removed by containerd` "
         "(null when no action ran). `shimctl logs` streams the shim's log as it is and has no "
         "JSON form.",
         "",

@@ -52,6 +52,13 @@ def _unclassified(console: Console, err: OSError) -> ExitCode:
     return ExitCode.UNKNOWN
 
 
-def report_exit(rep: ReconcileReport) -> ExitCode:
-    """load/gc: the run completed; some of its actions may have failed."""
-    return ExitCode.ACTIONS_FAILED if rep.errors else ExitCode.OK
+def report_exit(rep: ReconcileReport, *, garbage_code: bool = False) -> ExitCode:
+    """load/gc: the run completed; some of its actions may have failed. `garbage_code`
+    (`--exit-code`): a distinct status when garbage was found, as `git diff --exit-code`."""
+    from shimctl.models.findings import GARBAGE_KINDS
+
+    if rep.errors:
+        return ExitCode.ACTIONS_FAILED
+    if garbage_code and any(f.kind in GARBAGE_KINDS for f in rep.findings):
+        return ExitCode.GARBAGE_FOUND
+    return ExitCode.OK

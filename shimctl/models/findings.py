@@ -42,6 +42,27 @@ class Kind(_Word):
     STALE_HIDDEN = "stale-hidden"  # .<id> left by an interrupted atomic delete
     ORPHAN_PROCESS = "orphan-process"  # shim process of this address whose bundle is gone
     STALE_SOCKET = "stale-socket"  # refusing socket in /run/containerd/s that no bundle names
+    ORPHAN_RUNC_STATE = "orphan-runc-state"  # runc state of this containerd's, bundle gone
+
+
+# What `--exit-code` counts as garbage found: leaks and what they leave, cleaned or not (a
+# stopped task kept for its owner, a sandbox, an unsafe bundle are not garbage).
+GARBAGE_KINDS = frozenset(
+    {
+        Kind.CREATED,
+        Kind.ORPHANED,
+        Kind.LEAKED,
+        Kind.HUNG,
+        Kind.DEAD,
+        Kind.EMPTY,
+        Kind.UNKNOWN_RUNTIME,
+        Kind.ORPHAN_WORKDIR,
+        Kind.STALE_HIDDEN,
+        Kind.ORPHAN_PROCESS,
+        Kind.STALE_SOCKET,
+        Kind.ORPHAN_RUNC_STATE,
+    }
+)
 
 
 class Action(_Word):
@@ -62,6 +83,9 @@ class Action(_Word):
     # Tasks.Delete through containerd's API, so containerd's own view stays true: a task whose
     # record containerd has (an exit it never saw, containerd #6771; a created task).
     DELETE_VIA_CONTAINERD = "delete-via-containerd"
+    # `runc --root <root> delete --force <id>`: kills what is left of the container (a waiting
+    # `runc init`), removes its cgroup and runc state.
+    RUNC_DELETE = "runc-delete"
 
     @property
     def changes_anything(self) -> bool:

@@ -199,12 +199,15 @@ class Console:
                 self.stderr.write(f"shimctl: error: {text}\n")
 
     def _list_table(self, rep: ReconcileReport) -> None:
-        headers = ["NAMESPACE", "ID", "KIND", "SHIM PID", "TASK PIDS", "RUNTIME", "API", "AGE"]
+        headers = ["NAMESPACE", "ID", "KIND", "STATUS", "OWNER", "SHIM PID", "TASK PIDS"]
+        headers += ["RUNTIME", "API", "AGE"]
         rows = [
             [
                 f.namespace or "-",
                 f.id or "-",
                 f.kind,
+                f.task_status or "-",
+                f.owner or "-",
                 str(f.shim_pid or "-"),
                 ",".join(map(str, f.task_pids)) or "-",
                 short_runtime(f.runtime),

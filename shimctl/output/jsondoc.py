@@ -8,7 +8,7 @@ from typing import Any
 
 from shimctl.errors import ShimctlError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def to_jsonable(value: Any) -> Any:

@@ -93,6 +93,8 @@ def _consequences(f: Finding) -> list[str]:
             f"container process {pids} still runs without its shim: the runtime's delete verb "
             "kills it (as containerd does for a dead shim when it restarts)"
         )
+    elif f.action == "runc-delete" and f.task_pids:
+        said.append(f"`runc delete --force` kills container process {pids}, left without a bundle")
     elif f.action == "stop-task":
         said.append(f"kills the task's processes ({pids or 'all'}) with SIGKILL through its shim")
     elif f.action == "kill":

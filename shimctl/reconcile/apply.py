@@ -325,6 +325,22 @@ def _members_of(settings: Settings, bundle: Bundle) -> list[Bundle]:
     return members
 
 
+def _runc_delete(settings: Settings, item: Item, _decision: Decision, _shims: Scan) -> Notes:
+    from shimctl.reconcile.runc_state import STATE_JSON, bundle_label, read_state
+    from shimctl.steps.runcstate import delete_runc_state
+
+    state_dir = Path(item.path)
+    # Re-checked under the lock: still runc state of this state dir's bundle, and the bundle
+    # still gone (a create of the same id would have made the bundle first).
+    if os.path.lexists(locate(settings, item.namespace, item.id).path):
+        raise Skip("its bundle exists now")
+    if bundle_label(read_state(state_dir / STATE_JSON)) is None:
+        raise Skip("its runc state is gone or changed")
+    if item.task_pids:
+        yield f"runc kills its process {item.task_pids[0]}"
+    yield delete_runc_state(state_dir, item.runtime or "runc", settings.timeouts.shutdown + 5.0)
+
+
 _OF_A_BUNDLE = frozenset({Action.DELETE_DEAD, Action.DELETE_TASK, Action.KILL})
 """Actions that delete a bundle containerd's own cleanup may delete at the same time."""
 
@@ -335,4 +351,5 @@ _ACTIONS: dict[Action, Callable[[Settings, Item, Decision, Scan], Notes]] = {
     Action.REMOVE: _remove,
     Action.SHUTDOWN: _shutdown_orphan,
     Action.KILL: _kill_hung,
+    Action.RUNC_DELETE: _runc_delete,
 }

@@ -8,14 +8,18 @@ from __future__ import annotations
 import threading
 import time
 
+from shimctl.errors import ShimctlError
 from shimctl.models.progress import ProgressFn
 from shimctl.node import processes
+from shimctl.node.runtimes import recorded_binary_problem, resolve_runtime_path
 from shimctl.reconcile.evidence import BundleEvidence, Inventory, Leftover, read_bundle
 from shimctl.reconcile.owner import OwnerQuery
 from shimctl.reconcile.probe import Probing, judge_all
 from shimctl.reconcile.processes import attach_processes, orphan_processes
+from shimctl.reconcile.runc_state import orphan_runc_states
 from shimctl.reconcile.stale_sockets import prove_with_records, stale_sockets
 from shimctl.reconcile.walk import namespaces, walk
+from shimctl.records.model import OwnerRecords
 from shimctl.settings import Settings
 
 
@@ -39,9 +43,37 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     judge_all(settings, answered, known)
     attach_processes(settings, bundles, known)
     orphans = orphan_processes(settings, bundles, scope, now, shims)
+    orphans += orphan_runc_states(settings, bundles, scope, now)
     records = owner.result()
+    runtime_from_records(settings, bundles, records)
     sockets = prove_with_records(settings, sockets, records)
     return Inventory(bundles, found.leftovers + orphans + sockets, records)
+
+
+def runtime_from_records(
+    settings: Settings, bundles: list[BundleEvidence], records: OwnerRecords
+) -> None:
+    """A bundle with no shim-binary-path (written by containerd 1.6+, but not for every
+    bundle: 2.x container bundles of a pod have none) takes its runtime from its container
+    record, where containerd's manager takes it at restart (core/runtime/v2/shim_load.go,
+    loadShim: containers.Get, then the runtime name resolved like any other)."""
+    if not records.known:
+        return
+    for ev in bundles:
+        if ev.runtime is not None or ev.entries is None or ev.unsafe:
+            continue
+        record = records.namespace(ev.namespace).containers.get(ev.id)
+        if record is None or not record.runtime:
+            continue
+        try:
+            path = resolve_runtime_path(record.runtime, containerd_binary=settings.publish_binary)
+        except ShimctlError as err:
+            ev.runtime_error = (
+                f"no shim-binary-path; its record's runtime {record.runtime!r}: {err}"
+            )
+            continue
+        ev.runtime = path
+        ev.runtime_error = recorded_binary_problem(path)
 
 
 class _Scans(threading.Thread):

@@ -172,12 +172,13 @@ def read_bundle(
         return ev
     except ShimctlError as err:
         ev.boot, ev.address_error = None, str(err)
-    if ev.boot is not None:
-        # The connection file is written last by a create: its age is the bundle's.
-        for name in ("bootstrap.json", "address"):
-            if name in present:
-                ev.age = min(ev.age, age_of(bundle.file(name), now))
-                break
+    # The bundle's age is its creation time: the connection file (written last by a create,
+    # never again), else config.json (written first). Not the dir's mtime: a `docker exec`
+    # adds files to the bundle dir and would make a years-old bundle look new.
+    for name in ("bootstrap.json", "address", "config.json"):
+        if name in present and (ev.boot is not None or name == "config.json"):
+            ev.age = age_of(bundle.file(name), now)
+            break
     ev.shimctl_started = SHIMCTL_STARTED in present
     if SANDBOX in present:
         try:

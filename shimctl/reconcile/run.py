@@ -63,6 +63,7 @@ class Reconciler:
         self, mode: Mode, *, dry_run: bool, policy: Policy | None = None
     ) -> ReconcileReport:
         from shimctl.reconcile import collect, plan
+        from shimctl.reconcile.ownership import OwnerView
 
         started = time.monotonic()
         s = self.settings
@@ -77,7 +78,9 @@ class Reconciler:
 
             results = apply.apply(s, planned, dry_run=dry_run, progress=self.progress)
         findings = assemble(planned, results)
-        return summarize(mode, dry_run, findings, time.monotonic() - started)
+        report = summarize(mode, dry_run, findings, time.monotonic() - started)
+        report.owner = OwnerView(inventory.owner).summary()
+        return report
 
 
 def assemble(planned: Sequence[Planned], results: Sequence[ActionResult | None]) -> list[Finding]:

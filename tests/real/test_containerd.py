@@ -120,6 +120,11 @@ def test_gc_cleans_the_leak_1_6_keeps(containerd: Containerd, socket_dir_exclusi
         assert _blocked(cd, leak_id), "the leaked shim blocks its id"
     assert "cleaning leaked shim" not in cd.log_text()
     assert cd.tasks()[run_id] == (task_pid, "RUNNING")
+    # An exit this containerd saw (the first one exited before its restarts: containerd
+    # 1.7's restart rule would delete that one).
+    seen_id = cd.ids("seen")[0]
+    cd.ctr("run", "-d", "--null-io", "--rootfs", str(cd.rootfs), seen_id, "/bin/sh", "-c", "exit 3")
+    cd.wait_task(seen_id, "STOPPED")
 
     proc = _shimctl(node, "gc", "--min-age", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -128,7 +133,17 @@ def test_gc_cleans_the_leak_1_6_keeps(containerd: Containerd, socket_dir_exclusi
     assert found_gc[leak_id]["outcome"] == "done", found_gc[leak_id]
     assert found_gc[run_id]["kind"] == "running" and found_gc[run_id]["action"] == "keep"
     assert found_gc[run_id]["outcome"] is None
-    assert found_gc[exited_id]["kind"] == "stopped" and found_gc[exited_id]["outcome"] is None
+    assert found_gc[seen_id]["kind"] == "stopped" and found_gc[seen_id]["outcome"] is None
+    assert found_gc[seen_id]["owner"] == "tracked"
+    # Exited before containerd's start: deleted through containerd's API, its exit reported.
+    exited = found_gc[exited_id]
+    assert (exited["kind"], exited["action"], exited["outcome"]) == (
+        "leaked",
+        "delete-via-containerd",
+        "done",
+    ), exited
+    assert exited["exit_status"] == 3
+    assert exited_id not in cd.tasks()
 
     assert wait_gone(leak_shim, None, timeout=10)
     assert not bundle.exists() and not node.workdir(leak_id).exists()
@@ -150,7 +165,7 @@ def test_gc_cleans_the_leak_1_6_keeps(containerd: Containerd, socket_dir_exclusi
     assert res.returncode == 0, res.stderr
     assert cd.wait_task(leak_id, "RUNNING") > 0
     # The exited task kept its exit status for its owner.
-    removed = cd.ctr("task", "rm", exited_id)
+    removed = cd.ctr("task", "rm", seen_id)
     assert "exit code 3" in removed.stderr, removed.stderr
 
 

@@ -30,6 +30,22 @@ if TYPE_CHECKING:
     "--kill-hung", is_flag=True, help="Stop shims that do not answer (SIGTERM, then SIGKILL)."
 )
 @click.option(
+    "--stop-orphaned",
+    is_flag=True,
+    help="Stop running tasks containerd has no record of (no client can stop them).",
+)
+@click.option(
+    "--delete-created",
+    is_flag=True,
+    help="Delete tasks stuck in created since before containerd started.",
+)
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help=f"Exit {int(ExitCode.GARBAGE_FOUND)} when garbage was found, cleaned or not "
+    "(a CI step that fails the job which leaked shims).",
+)
+@click.option(
     "--remove-foreign-sockets",
     is_flag=True,
     help="Also remove stale sockets in the shared socket dir that are not provably this "
@@ -52,6 +68,9 @@ def command(
     dry_run: bool,
     min_age: str,
     kill_hung: bool,
+    stop_orphaned: bool,
+    delete_created: bool,
+    exit_code: bool,
     remove_foreign_sockets: bool,
     quiet: bool,
     metrics_file: str | None,
@@ -79,6 +98,8 @@ def command(
                     dry_run=dry_run,
                     min_age=parse_duration(min_age),
                     kill_hung=kill_hung,
+                    stop_orphaned=stop_orphaned,
+                    delete_created=delete_created,
                     remove_foreign_sockets=remove_foreign_sockets,
                 )
         except (ShimctlError, OSError) as err:
@@ -95,10 +116,11 @@ def command(
                     f"cannot write --metrics-file {target}: {err.strerror or err}"
                 )
         console.report(rep)
-        code = report_exit(rep)
+        code = report_exit(rep, garbage_code=exit_code)
         if metrics_error is not None:
             console.error(metrics_error, document=False)
-            return code or metrics_error.exit_code
+            # A metrics file that was not written is the failure to show, unless actions failed.
+            return code if code == ExitCode.ACTIONS_FAILED else metrics_error.exit_code
         return code
 
     return run(cli, action, quiet=quiet)

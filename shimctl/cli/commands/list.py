@@ -16,11 +16,16 @@ if TYPE_CHECKING:
 
 
 @click.command("list", context_settings=CONTEXT)
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help=f"Exit {int(ExitCode.GARBAGE_FOUND)} when garbage is found (for a CI step).",
+)
 @json_option
 @timeout_option
 @global_options_after()
 @pass_cli
-def command(cli: CliContext) -> ExitCode:
+def command(cli: CliContext, exit_code: bool) -> ExitCode:
     """Show every bundle, shim and leftover with its kind. Changes nothing."""
 
     def action(console: Console) -> ExitCode:
@@ -28,6 +33,6 @@ def command(cli: CliContext) -> ExitCode:
 
         rep = Reconciler(cli.settings()).list()
         console.report(rep)
-        return report_exit(rep)
+        return report_exit(rep, garbage_code=exit_code)
 
     return run(cli, action)

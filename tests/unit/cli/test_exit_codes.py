@@ -28,6 +28,7 @@ DOCUMENTED = {
     "PROTOCOL": 9,
     "UNSAFE": 10,
     "ACTIONS_FAILED": 11,
+    "GARBAGE_FOUND": 12,
     "INTERRUPTED": 130,
     "BROKEN_PIPE": 141,
 }

@@ -10,7 +10,7 @@ import pytest
 from shimctl.cli.context import CliContext
 from shimctl.cli.exits import report_exit, run
 from shimctl.errors import ExitCode, NotFound, Unsafe
-from shimctl.models.findings import Mode, ReconcileReport
+from shimctl.models.findings import Finding, Kind, Mode, ReconcileReport
 from shimctl.output.console import Console
 
 
@@ -71,3 +71,30 @@ def test_report_exit(errors: int, code: ExitCode) -> None:
         command=Mode.GC, dry_run=False, findings=[], duration_seconds=0.0, errors=errors
     )
     assert report_exit(rep) is code
+
+
+def _report_of(*kinds: Kind, errors: int = 0) -> ReconcileReport:
+    findings = [
+        Finding(kind=k, namespace="default", id=f"x{i}", path="/p", reason="r")
+        for i, k in enumerate(kinds)
+    ]
+    return ReconcileReport(Mode.GC, False, findings, 0.0, errors=errors)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "errors", "plain", "with_flag"),
+    [
+        ((), 0, ExitCode.OK, ExitCode.OK),
+        ((Kind.RUNNING, Kind.STOPPED, Kind.SANDBOX, Kind.UNSAFE), 0, ExitCode.OK, ExitCode.OK),
+        ((Kind.RUNNING, Kind.LEAKED), 0, ExitCode.OK, ExitCode.GARBAGE_FOUND),
+        ((Kind.ORPHANED,), 0, ExitCode.OK, ExitCode.GARBAGE_FOUND),
+        ((Kind.STALE_SOCKET,), 0, ExitCode.OK, ExitCode.GARBAGE_FOUND),
+        ((Kind.DEAD,), 1, ExitCode.ACTIONS_FAILED, ExitCode.ACTIONS_FAILED),
+    ],
+)
+def test_exit_code_flag_tells_garbage_found(
+    kinds: tuple[Kind, ...], errors: int, plain: ExitCode, with_flag: ExitCode
+) -> None:
+    rep = _report_of(*kinds, errors=errors)
+    assert report_exit(rep) is plain
+    assert report_exit(rep, garbage_code=True) is with_flag

@@ -24,7 +24,7 @@ from shimctl.errors import (
     Unsafe,
     from_grpc_code,
 )
-from shimctl.models.findings import Finding, Mode, ReconcileReport
+from shimctl.models.findings import Finding, Mode, Owner, ReconcileReport
 from shimctl.models.results import DeleteResult
 from shimctl.output import console
 from shimctl.output.console import Console
@@ -92,7 +92,7 @@ def test_result_json_document(capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert err == ""
     assert json.loads(out) == {
-        "schema_version": 1,
+        "schema_version": 2,
         "command": "delete",
         "result": {
             "id": "c1",
@@ -132,7 +132,7 @@ def test_error_json(capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert err == "shimctl: error: taken\nshimctl: hint: pick another\n"
     assert json.loads(out) == {
-        "schema_version": 1,
+        "schema_version": 2,
         "error": {
             "kind": "already-exists",
             "message": "taken",
@@ -256,6 +256,8 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         api_version=2,
         protocol="ttrpc",
         age_seconds=3700,
+        task_status="paused",
+        owner=Owner.TRACKED,
     )
     Console(json_output=False).report(_report(Mode.LIST, [f]))
     lines = capsys.readouterr().out.splitlines()
@@ -263,6 +265,8 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         "NAMESPACE",
         "ID",
         "KIND",
+        "STATUS",
+        "OWNER",
         "SHIM",
         "PID",
         "TASK",
@@ -275,6 +279,8 @@ def test_report_list_table(capsys: pytest.CaptureFixture[str], no_color_env: Non
         "default",
         "c1",
         "running",
+        "paused",
+        "tracked",
         "10",
         "11,12",
         "containerd-shim-runc-v2",
@@ -299,7 +305,7 @@ def test_report_gc_summary_and_failures(
 def test_report_json(capsys: pytest.CaptureFixture[str]) -> None:
     Console(json_output=True).report(_report(Mode.GC, [_finding()], dry_run=True))
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["command"] == "gc"
     assert doc["result"]["dry_run"] is True
     assert doc["result"]["findings"][0]["kind"] == "dead"
@@ -333,7 +339,7 @@ def test_cli_json_error_document(node: Node, where: str) -> None:
     res = run_cli(node, *args)
     assert res.returncode == ExitCode.NOT_FOUND
     doc = json.loads(res.stdout)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["error"]["kind"] == "not-found"
     assert doc["error"]["exit_code"] == ExitCode.NOT_FOUND
     assert doc["error"]["message"].startswith("no bundle for task 'nope'")
@@ -403,7 +409,7 @@ def test_cli_list_json_and_plain(node: Node) -> None:
     res = run_cli(node, "-n", "default", "list", "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert (doc["schema_version"], doc["command"]) == (1, "list")
+    assert (doc["schema_version"], doc["command"]) == (2, "list")
     assert doc["result"]["command"] == "list"
     res = run_cli(node, "-n", "default", "list")
     assert res.returncode == 0, res.stderr

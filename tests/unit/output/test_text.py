@@ -117,6 +117,14 @@ def test_stop_task_and_kill_say_what_they_kill() -> None:
     assert kill.startswith("consequence: kills shim 99") and "delete verb" in kill
 
 
+def test_orphan_runc_state_with_a_live_process_says_runc_kills_it() -> None:
+    state = finding(
+        kind="orphan-runc-state", id="s1", action="runc-delete", outcome="dry-run", task_pids=[9]
+    )
+    (line,) = under(render(Mode.GC, state, dry_run=True), "s1")
+    assert line.startswith("consequence: `runc delete --force` kills container process 9")
+
+
 def test_no_consequence_for_an_action_that_did_not_run() -> None:
     for outcome in ("failed", "skipped", "removed by containerd"):
         f = finding(

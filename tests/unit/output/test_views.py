@@ -104,7 +104,7 @@ def test_start_view_json() -> None:
     c = _console(json_output=True)
     c.start(START)
     doc = json.loads(_out(c))
-    assert (doc["schema_version"], doc["command"]) == (1, "start")
+    assert (doc["schema_version"], doc["command"]) == (2, "start")
     assert doc["result"]["shim_pid"] == 42 and doc["result"]["sandbox"] is None
 
 

@@ -107,9 +107,9 @@ BUNDLE_CASES: list[tuple[str, BundleEvidence, dict[Mode, tuple[Kind, Action]]]] 
         "created task: no processes yet (the manager rule deletes it on load)",
         bundle("c", has_task=True, task_status="created"),
         {
-            Mode.LIST: (Kind.RUNNING, Action.KEEP),
+            Mode.LIST: (Kind.CREATED, Action.REPORT),
             Mode.LOAD: LEAK,
-            Mode.GC: (Kind.RUNNING, Action.KEEP),
+            Mode.GC: (Kind.CREATED, Action.REPORT),
         },
     ),
     (
@@ -179,7 +179,10 @@ def test_each_bundle_kind_in_each_mode(
 def test_every_kind_is_covered() -> None:
     bundle_kinds = {k for _, _, by_mode in BUNDLE_CASES for k, _ in by_mode.values()}
     leftover_kinds = {kind for _, kind, _, _ in LEFTOVER_CASES}
-    assert bundle_kinds | leftover_kinds | {Kind.SANDBOX} == set(Kind)
+    from tests.unit.reconcile.test_plan_owner import OWNER_CASES
+
+    owner_kinds = {expected[0] for *_, expected in OWNER_CASES}
+    assert bundle_kinds | leftover_kinds | owner_kinds | {Kind.SANDBOX} == set(Kind)
 
 
 LEFTOVER_CASES = [
@@ -188,6 +191,7 @@ LEFTOVER_CASES = [
     ("refusing socket no bundle names", Kind.STALE_SOCKET, True, Action.REMOVE),
     ("orphan shim answering with no task", Kind.ORPHAN_PROCESS, True, Action.SHUTDOWN),
     ("orphan shim with a task", Kind.ORPHAN_PROCESS, False, Action.REPORT),
+    ("runc state whose bundle is gone", Kind.ORPHAN_RUNC_STATE, True, Action.RUNC_DELETE),
     ("symlinked bundle", Kind.UNSAFE, False, Action.REPORT),
 ]
 
@@ -335,12 +339,19 @@ def test_sockets_are_grouped_by_normalised_path() -> None:
 
 def test_spec_sandbox_with_a_leaked_member(tmp_path: Path) -> None:
     """CRI pod on one shim, no sandbox files (containerd 1.6/1.7): the spec tells the
-    sandbox from the member. The member without a task is a leak; the sandbox is kept."""
+    sandbox from the member. The member without a task is a leak; so is the sandbox then,
+    cleaned after it in the same run (one gc run reaches the end state); list keeps it."""
     shared = Bootstrap(address("pod"))
     sandbox = cri_sandbox(tmp_path, "pod", boot=shared)
     member = cri_member(tmp_path, "ctr", "pod", boot=shared)
     d = decide(sandbox, member)
-    assert kind_action(d["pod"]) == (Kind.SANDBOX, Action.KEEP)
+    assert kind_action(d["pod"]) == LEAK
+    assert d["pod"].after_members and d["pod"].shutdown_shim
+    assert not d["ctr"].after_members
+    assert kind_action(decide(sandbox, member, mode=Mode.LIST)["pod"]) == (
+        Kind.SANDBOX,
+        Action.KEEP,
+    )
     assert kind_action(d["ctr"]) == LEAK
     assert d["ctr"].shutdown_shim is True  # nobody on that shim has a task
 
