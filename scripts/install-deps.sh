@@ -124,7 +124,7 @@ fi
 if [[ $mode == test ]]; then
 	if ! bash scripts/install-field-deps.sh; then
 		[[ ${CI:-} == true ]] && { echo "install-deps: install-field-deps.sh failed" >&2; exit 1; }
-		echo "install-deps: warning: docker.io not installed; the field tests skip" >&2
+		echo "install-deps: warning: docker.io or promtool not installed; their tests skip" >&2
 	fi
 fi
 

@@ -1,13 +1,31 @@
 """gc's metrics in the Prometheus text exposition format, for node_exporter's textfile collector.
 
 The file is replaced atomically (a temp file in the same dir that does not end in `.prom`, then
-rename), so the collector never reads half of it. A run that failed keeps the last success
-timestamp of the run before it, read back from the previous file.
+rename), so the collector never reads half of it. What spans runs is read back from the previous
+file: a run that failed keeps the last success timestamp of the run before it, and the count of
+consecutive runs that found leaks goes on from the previous one.
+
+The families (all gauges, of the last run; deploy/README.md lists them for operators, and
+deploy/prometheus/shimctl-rules.yml alerts on them):
+  shimctl_info{version}                        always 1
+  shimctl_gc_findings{kind,namespace}          items found; every kind per namespace seen
+  shimctl_gc_actions{action,outcome}           actions taken, by outcome
+  shimctl_gc_errors                            failed actions (1 when the run itself failed)
+  shimctl_gc_success                           1 when the run had no error
+  shimctl_gc_dry_run                           1 for a --dry-run
+  shimctl_gc_duration_seconds                  how long the run took
+  shimctl_gc_last_run_timestamp_seconds        when it ran
+  shimctl_gc_last_success_timestamp_seconds    when a run last had no error (absent: never)
+  shimctl_gc_leaks                             items with something to clean (see _is_leak)
+  shimctl_gc_leaking_runs                      consecutive runs, this one included, with leaks
+  shimctl_gc_owner_source{source}              1 for where containerd's records came from
+                                               (api, metadb, unknown), 0 for the others
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import tempfile
@@ -15,11 +33,22 @@ import time
 from pathlib import Path
 
 from shimctl.errors import InvalidArgument
-from shimctl.models.findings import Kind, ReconcileReport
+from shimctl.models.findings import Action, Finding, Kind, ReconcileReport
 
 PREFIX = "shimctl_gc_"
 _LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
-_LAST_SUCCESS_LINE = re.compile(rf"^{_LAST_SUCCESS}\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
+_LEAKING_RUNS = f"{PREFIX}leaking_runs"
+# An unlabelled sample of the previous file: `name value`.
+_PLAIN_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
+# Where containerd's records came from (OwnerSummary.source); a run without a summary: unknown.
+OWNER_SOURCES = ("api", "metadb", "unknown")
+
+
+def _is_leak(f: Finding) -> bool:
+    """Something gc cleans (or would clean, in a dry run, or failed to): an action other than
+    keep or report. Reported items (a hung shim without --kill-hung, an orphaned task, another
+    containerd's socket) are found again every run by design and have their own findings."""
+    return f.action not in (Action.KEEP, Action.REPORT)
 
 
 def _label(value: str) -> str:
@@ -62,13 +91,23 @@ def exposition(
     now: float,
     version: str,
     previous_success: float | None = None,
+    previous_leaking_runs: int = 0,
     run_error: str | None = None,
 ) -> str:
     """The metrics of one gc run. `report` is None when the run itself failed (`run_error`):
-    the file then still says so, with one error and no findings."""
+    the file then still says so, with one error and no findings (the leaking-runs count is
+    carried over unchanged: that run saw nothing)."""
     errors = report.errors if report is not None else 1
     success = report is not None and run_error is None and errors == 0
     last_success = now if success else previous_success
+    leaks = sum(1 for f in report.findings if _is_leak(f)) if report is not None else 0
+    if report is None:
+        leaking_runs = previous_leaking_runs
+    else:
+        leaking_runs = previous_leaking_runs + 1 if leaks else 0
+    source = report.owner.source if report is not None and report.owner is not None else ""
+    if source not in OWNER_SOURCES:
+        source = "unknown"
     out = _Exposition()
     out.family("shimctl_info", "shimctl's version.", [({"version": version}, 1)])
     findings: dict[tuple[str, str], int] = {}
@@ -123,23 +162,51 @@ def exposition(
             "When gc last finished with no error (Unix time).",
             [({}, round(last_success, 3))],
         )
+    out.family(
+        f"{PREFIX}leaks",
+        "Items gc's last run found to clean (any action but keep or report, whatever its outcome).",
+        [({}, leaks)],
+    )
+    out.family(
+        _LEAKING_RUNS,
+        "Consecutive gc runs, the last one included, that found items to clean (0: none).",
+        [({}, leaking_runs)],
+    )
+    out.family(
+        f"{PREFIX}owner_source",
+        "1 for where gc's last run read containerd's records from (api, metadb; unknown: none).",
+        [({"source": s}, s == source) for s in OWNER_SOURCES],
+    )
     return out.text()
 
 
-def previous_success(path: Path) -> float | None:
-    """The last success timestamp in an earlier metrics file, if there is one."""
+def _previous(path: Path) -> dict[str, float]:
+    """The unlabelled samples of an earlier metrics file (none when it is missing or garbled)."""
     try:
         with open(path, "rb") as f:
             text = f.read(1 << 20).decode("utf-8", "replace")
     except OSError:
-        return None
-    match = _LAST_SUCCESS_LINE.search(text)
-    if match is None:
-        return None
-    try:
-        return float(match.group(1))
-    except ValueError:
-        return None
+        return {}
+    out: dict[str, float] = {}
+    for name, number in _PLAIN_LINE.findall(text):
+        with contextlib.suppress(ValueError):
+            out[name] = float(number)
+    return out
+
+
+def previous_success(path: Path) -> float | None:
+    """The last success timestamp in an earlier metrics file, if there is one."""
+    return _previous(path).get(_LAST_SUCCESS)
+
+
+def previous_leaking_runs(path: Path) -> int:
+    """The leaking-runs count of an earlier metrics file (0 without one)."""
+    return _count(_previous(path).get(_LEAKING_RUNS, 0.0))
+
+
+def _count(value: float) -> int:
+    """A count read back: a negative, NaN or infinite one (a garbled file) starts again at 0."""
+    return int(value) if math.isfinite(value) and value >= 0 else 0
 
 
 def check_target(path: Path) -> Path:
@@ -180,12 +247,14 @@ def record_gc(
     run_error: str | None = None,
     now: float | None = None,
 ) -> None:
-    """Write the metrics of one gc run to `path`, carrying the last success over a failure."""
+    """Write the metrics of one gc run to `path`, carrying over what spans runs."""
+    previous = _previous(path)
     text = exposition(
         report,
         now=time.time() if now is None else now,
         version=version,
-        previous_success=previous_success(path),
+        previous_success=previous.get(_LAST_SUCCESS),
+        previous_leaking_runs=_count(previous.get(_LEAKING_RUNS, 0.0)),
         run_error=run_error,
     )
     write_metrics(path, text)

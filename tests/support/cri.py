@@ -29,8 +29,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tests.support import leftovers
+from tests.support import cri_layout, leftovers
 from tests.support.containerd import DISABLED_PLUGINS, Containerd, ContainerdError, config_toml
+from tests.support.cri_layout import private
 from tests.support.helpers import Node, safety_net, unmount_under
 from tests.support.oci import IMAGE, oci_archive
 
@@ -39,7 +40,7 @@ STUB_CACHE = Path(os.environ.get("SHIMCTL_CRI_STUBS", "/tmp/shimctl-cri-stubs"))
 #: Module name of the generated code (``<name>_pb2``, ``<name>_pb2_grpc``): unique, so the
 #: protobuf descriptor pool and sys.modules hold no other "api".
 STUB_NAME = "shimctl_cri_v1"
-NAMESPACE = "k8s.io"
+NAMESPACE = cri_layout.NAMESPACE
 #: Deadline of every CRI call (RunPodSandbox on a busy 2-core machine takes about a second).
 CALL_TIMEOUT = 60.0
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
@@ -111,7 +112,7 @@ def cri_config(node: Node, sandbox_image: str = IMAGE, binary_name: str = "") ->
         f"{cri[:-1]}.containerd.runtimes.runc]",
         '  runtime_type = "io.containerd.runc.v2"',
         f"{cri[:-1]}.containerd.runtimes.runc.options]",
-        f"  Root = {_q(str(node.runc_root))}",
+        f"  Root = {_q(private(node).runc_root)}",
         "  SystemdCgroup = false",
         *([f"  BinaryName = {_q(binary_name)}"] if binary_name else []),
         "",
@@ -286,7 +287,7 @@ class Cri:
     @property
     def runc_root(self) -> Path:
         """Where the pods' runc keeps state (the runtime's ``Root`` + namespace)."""
-        return self.node.runc_root / NAMESPACE
+        return Path(private(self.node).runc_state)
 
     def leftovers(self) -> list[str]:
         """Processes, runc state, cgroups and mounts of the pods still on the machine."""

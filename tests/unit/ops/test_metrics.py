@@ -16,7 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shimctl import __version__
 from shimctl.errors import ExitCode
-from shimctl.models.findings import Action, Finding, Kind, Mode, Outcome, ReconcileReport
+from shimctl.models.findings import (
+    Action,
+    Finding,
+    Kind,
+    Mode,
+    Outcome,
+    OwnerSummary,
+    ReconcileReport,
+)
 from shimctl.ops import metrics
 from shimctl.reconcile.run import summarize
 from tests.support.helpers import Node, run_cli
@@ -106,6 +114,68 @@ def test_failed_run_keeps_previous_success() -> None:
     assert not any(name == "shimctl_gc_last_success_timestamp_seconds" for name, _ in never)
 
 
+def test_leaks_and_consecutive_leaking_runs(tmp_path: Path) -> None:
+    rep = _report()  # delete-task, delete-dead, remove: three to clean; running: kept
+    samples = parse(metrics.exposition(rep, now=1, version="1", previous_leaking_runs=2))
+    assert value(samples, "shimctl_gc_leaks") == 3
+    assert value(samples, "shimctl_gc_leaking_runs") == 3
+    # Reported items (a hung shim without --kill-hung, an orphaned task) are no leaks: found
+    # again each run by design, they have their own findings.
+    reported = [
+        Finding(Kind.HUNG, "default", "h", "/s/default/h", "r", Action.REPORT),
+        Finding(Kind.ORPHANED, "default", "o", "/s/default/o", "r", Action.REPORT),
+        Finding(Kind.RUNNING, "default", "c", "/s/default/c", "r"),
+    ]
+    quiet = summarize(Mode.GC, False, reported, 0.1)
+    samples = parse(metrics.exposition(quiet, now=2, version="1", previous_leaking_runs=5))
+    assert value(samples, "shimctl_gc_leaks") == 0
+    assert value(samples, "shimctl_gc_leaking_runs") == 0
+    assert value(samples, "shimctl_gc_findings", kind="hung", namespace="default") == 1
+    assert value(samples, "shimctl_gc_findings", kind="orphaned", namespace="default") == 1
+    # A run that failed as a whole saw nothing: the count stands.
+    failed = parse(metrics.exposition(None, now=3, version="1", previous_leaking_runs=4))
+    assert value(failed, "shimctl_gc_leaking_runs") == 4
+    assert value(failed, "shimctl_gc_leaks") == 0
+
+    # Through the file: each run with leaks adds one, a clean run resets, a failure carries.
+    target = tmp_path / "shimctl.prom"
+    seen = []
+    for run in (rep, rep, None, rep, quiet, rep):
+        metrics.record_gc(target, run, version="1", run_error=None if run else "boom")
+        seen.append(metrics.previous_leaking_runs(target))
+    assert seen == [1, 2, 2, 3, 0, 1]
+
+
+def test_garbled_previous_file_starts_counts_again(tmp_path: Path) -> None:
+    target = tmp_path / "shimctl.prom"
+    for garbage in ("shimctl_gc_leaking_runs -3\n", "shimctl_gc_leaking_runs NaN\n", "\xff\x00"):
+        target.write_text(garbage)
+        assert metrics.previous_leaking_runs(target) == 0
+        assert metrics.previous_success(target) is None
+    assert metrics.previous_leaking_runs(tmp_path / "missing.prom") == 0
+
+
+def test_owner_source_every_source_listed() -> None:
+    def sources(rep: ReconcileReport | None) -> dict[str, float]:
+        samples = parse(metrics.exposition(rep, now=1, version="1"))
+        return {
+            dict(labels)["source"]: v
+            for (name, labels), v in samples.items()
+            if name == "shimctl_gc_owner_source"
+        }
+
+    rep = _report()
+    assert rep.owner is None  # no summary: containerd's records were not read
+    assert sources(rep) == {"api": 0, "metadb": 0, "unknown": 1}
+    rep.owner = OwnerSummary(source="api", containerd_pid=1, version="v2.1.9")
+    assert sources(rep) == {"api": 1, "metadb": 0, "unknown": 0}
+    rep.owner = OwnerSummary(source="metadb")
+    assert sources(rep) == {"api": 0, "metadb": 1, "unknown": 0}
+    rep.owner = OwnerSummary(source="unknown", reason="meta.db unreadable")
+    assert sources(rep) == {"api": 0, "metadb": 0, "unknown": 1}
+    assert sources(None) == {"api": 0, "metadb": 0, "unknown": 1}
+
+
 def test_label_values_are_escaped() -> None:
     # "odd" is deliberately no Kind member: any kind text goes out as given.
     odd = Finding("odd", 'n"s\\x\ny', "i", "/p", "r")  # type: ignore[arg-type]
@@ -188,3 +258,9 @@ def test_gc_metrics_dir_missing_cleans_then_fails(node: Node) -> None:
     assert proc.returncode == ExitCode.INVALID_ARGUMENT
     assert "does not exist" in proc.stderr
     assert not node.workdir("w1").exists()  # gc ran: the metrics failure comes afterwards
+
+
+def test_owner_sources_are_the_records_sources() -> None:
+    from shimctl.records.model import Source
+
+    assert set(metrics.OWNER_SOURCES) == {s.value for s in Source}
