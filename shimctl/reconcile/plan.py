@@ -147,6 +147,10 @@ def _follow_members(decision: Decision, members: Sequence[Decision], mode: Mode)
     list and load decide a sandbox on its own evidence (load as containerd's manager does)."""
     if mode != Mode.GC or not decision.action.changes_anything or not members:
         return decision
+    if decision.action == Action.KILL:
+        # --kill-hung on a pod's hung shim: its members hang with it (they are reported, no
+        # shim of their own to kill); the kill runs their delete verbs first.
+        return decision
     kept = [m for m in members if not m.action.changes_anything]
     if kept:
         note = f"a sandbox with {len(kept)} kept member(s): kept with them"
