@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from shimctl.errors import ShimctlError
 from shimctl.models.findings import Kind
-from shimctl.node import fs, sockets
+from shimctl.node import fs, identifiers, sockets
 from shimctl.reconcile.evidence import BundleEvidence, Item, Leftover, age_of
 from shimctl.reconcile.walk import subdirs
 from shimctl.settings import Settings
@@ -97,6 +97,8 @@ def _derived_names(
     """Socket file name -> the namespace/id a shim of this containerd derives it from."""
     names = {}
     for ns, id in known:
+        if not (identifiers.is_valid(ns) and identifiers.is_valid(id)):
+            continue  # containerd never made it (a hostile dir name): no shim derived from it
         address = sockets.derive_address(settings.address, ns, id, settings.socket_dir)
         names[address.rsplit("/", 1)[-1]] = (ns, id)
     return names

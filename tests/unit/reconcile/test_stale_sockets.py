@@ -70,6 +70,14 @@ def test_only_sockets_derived_from_known_ids_are_this_containerds(settings: Sett
         assert "another containerd's" in left.reason
 
 
+def test_names_no_containerd_could_make_prove_nothing(settings: Settings) -> None:
+    for name in (b"bad\xff", b"a" * 80, b"..x"):
+        (settings.task_root / "default").mkdir(parents=True, exist_ok=True)
+        os.mkdir(bytes(settings.task_root / "default") + b"/" + name)
+    foreign = closed_socket(settings, ADDRESS, "default", "never-seen")
+    assert [left.foreign for left in found(settings).values()] == [True], foreign
+
+
 def test_a_socket_a_bundle_names_is_not_stale(settings: Settings) -> None:
     path = closed_socket(settings, ADDRESS, "default", "c1")
     bundle = settings.task_state / "default" / "c2"
