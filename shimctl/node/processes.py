@@ -324,3 +324,24 @@ def own_process_group(ref: ProcessRef) -> bool:
         return os.getpgid(ref.pid) == ref.pid
     except ProcessLookupError:
         return False
+
+
+def started_at_wall_clock(ref: ProcessRef) -> float | None:
+    """When ``ref`` started, on today's wall clock: now minus how long ago it started, both
+    from the boot clock (/proc/uptime and its starttime ticks). psutil's start time (ref's)
+    adds the ticks to /proc/stat's btime, whole seconds fixed at boot: after the wall clock
+    has been stepped or slewed since boot it is off by as much, and it cannot be compared with
+    a time a process stamped, such as a task's exited_at."""
+    try:
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        with open(f"/proc/{ref.pid}/stat", "rb") as f:
+            stat = f.read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if live_ref(ref.pid, read_boot_time()) != ref:
+        return None  # not the process meant any more
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return time.time() - (uptime - float(fields[19]) / _clock_ticks())

@@ -18,11 +18,16 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shimctl.errors import FailedPrecondition, InvalidArgument
 from shimctl.models.info import Event, EventsResult
 from shimctl.node import fs, identifiers
 from shimctl.settings import Settings
+
+if TYPE_CHECKING:
+    # Only gc records exits: `publish`, which every shim event runs, does not import them.
+    from shimctl.models.findings import Finding, ReconcileReport
 
 JOURNAL_NAME = ".shimctl-events.jsonl"
 MAX_BYTES = 1 << 20
@@ -175,3 +180,90 @@ def read(settings: Settings, *, topic: str | None = None) -> EventsResult:
                 continue
             events.append(event)
     return EventsResult(journal=str(path), events=events, skipped=skipped)
+
+
+# -- the exits gc deleted -------------------------------------------------------------------
+
+DELETE_TOPIC = "/tasks/delete"
+TASK_DELETE_TYPE_URL = "containerd.events.TaskDelete"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, value: int | bytes) -> bytes:
+    """One protobuf field: a varint (wire type 0) or length-delimited bytes (wire type 2)."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def task_delete_event(
+    container_id: str, pid: int, exit_status: int, exited_at: float | None
+) -> bytes:
+    """An encoded containerd.events.TaskDelete (api/events/task.proto at containerd v2.1.9:
+    container_id = 1, pid = 2, exit_status = 3, exited_at = 4 (a Timestamp: seconds = 1,
+    nanos = 2), id = 5, empty for the init process). proto3: zero values are left out."""
+    parts = [_field(1, container_id.encode())]
+    if pid > 0:
+        parts.append(_field(2, pid & 0xFFFFFFFF))
+    if exit_status:
+        parts.append(_field(3, exit_status & 0xFFFFFFFF))
+    if exited_at is not None and exited_at > 0:
+        seconds = int(exited_at)
+        nanos = min(round((exited_at - seconds) * 1e9), 999_999_999)
+        parts.append(_field(4, _field(1, seconds) + (_field(2, nanos) if nanos else b"")))
+    return b"".join(parts)
+
+
+def record_exits(settings: Settings, report: ReconcileReport) -> int:
+    """Append a /tasks/delete event (shaped as containerd's TaskDelete) for each task gc
+    deleted that had exited, so its exit status outlives the task as containerd's own event
+    would record it. Returns how many were written. Never fails the run: a journal that
+    cannot be written is said in each such finding's notes."""
+    from shimctl.models.findings import Action, Outcome
+
+    deletes = (Action.DELETE_TASK, Action.STOP_TASK, Action.DELETE_VIA_CONTAINERD)
+    deleted = [
+        f
+        for f in report.findings
+        if f.exit_status is not None and f.outcome == Outcome.DONE and f.action in deletes
+    ]
+    if not deleted:
+        return 0
+    lines = b"".join(_exit_line(f) for f in deleted)
+    path = journal_path(settings)
+    try:
+        with _locked_journal(path) as fd:
+            if os.fstat(fd).st_size + len(lines) > MAX_BYTES:
+                os.replace(path, path.with_name(path.name + ".1"))
+                with _locked_journal(path) as fresh:
+                    os.write(fresh, lines)
+            else:
+                os.write(fd, lines)
+    except (FailedPrecondition, OSError) as err:
+        for f in deleted:
+            f.notes.append(f"its exit was not written to the events journal: {err}")
+        return 0
+    return len(deleted)
+
+
+def _exit_line(f: Finding) -> bytes:
+    assert f.exit_status is not None
+    value = task_delete_event(
+        f.id, f.task_pids[0] if f.task_pids else 0, f.exit_status, f.exited_at
+    )
+    event = Event(
+        time=_now(),
+        namespace=f.namespace,
+        topic=DELETE_TOPIC,
+        type_url=TASK_DELETE_TYPE_URL,
+        value=base64.b64encode(value).decode(),
+    )
+    return (json.dumps(event.__dict__, separators=(",", ":")) + "\n").encode()

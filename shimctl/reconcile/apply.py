@@ -1,14 +1,17 @@
 """Carry out planned actions. Each action re-checks its evidence under the state lock first,
-so an item that changed since inspection (a task created, a shim come back) is left alone.
+so an item that changed since inspection (a task created, a shim come back, a container record
+made again) is left alone.
 
 Every action returns its own ActionResult: worker threads share nothing they write. An action
-is a generator of notes, so the notes made before a failure or a skip are kept."""
+is a generator of notes, so the notes made before a failure or a skip are kept. The actions on
+a task through its shim (delete-task, stop-task) are in actions_task.py, those that rest on
+containerd's records (delete-via-containerd, the no-record re-check) in actions_owner.py."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -21,30 +24,30 @@ from shimctl.node import processes, sockets
 from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
 from shimctl.node.fs import is_within, remove_tree
 from shimctl.node.lock import state_lock
+from shimctl.reconcile import actions_owner, actions_task
+from shimctl.reconcile.actions_common import (
+    Notes,
+    Scan,
+    Skip,
+    dead_shim_gone,
+    delete_verb,
+    present_bundle,
+    remove_dead_socket,
+)
 from shimctl.reconcile.evidence import Item, locate
 from shimctl.reconcile.plan import Decision, Planned
 from shimctl.settings import Settings
-from shimctl.shim.bootstrap import Bootstrap
 from shimctl.steps import shimstop
 
+__all__ = ["ActionResult", "Skip", "apply"]
+
 MAX_WORKERS = 16
-
-Scan = list[processes.ShimProcess]
-"""The shim processes found under the lock (scanned only when a dead-shim re-check needs it);
-every action takes it, only delete-dead uses it."""
-
-Notes = Iterator[str]
-"""What an action says as it goes (one note each), ending when the action is done."""
 
 
 class ActionResult(NamedTuple):
     outcome: Outcome
     error: str | None = None
     notes: tuple[str, ...] = ()
-
-
-class Skip(Exception):
-    """The item changed since inspection; leave it."""
 
 
 def apply(
@@ -73,18 +76,53 @@ def apply(
         shims = processes.find_shims(settings.address) if needs_scan else []
 
         def run(i: int) -> ActionResult:
+            if planned[i].decision.after_members:
+                kept = _member_not_cleaned(planned, results, i)
+                if kept is not None:
+                    return ActionResult(Outcome.SKIPPED, None, (kept,))
             return _run(settings, planned[i], shims)
 
-        done = pool.map(counted(run, "apply", len(todo), progress), todo)
-        for i, result in zip(todo, done, strict=True):
-            results[i] = result
+        act = counted(run, "apply", len(todo), progress)
+        # A sandbox cleaned in the same run as its members goes after them, and only if each
+        # of them is gone: a member left (changed since inspection, failed) keeps its sandbox.
+        for phase in (False, True):
+            batch = [i for i in todo if planned[i].decision.after_members is phase]
+            for i, result in zip(batch, pool.map(act, batch), strict=True):
+                results[i] = result
     return results
+
+
+_GONE = (Outcome.DONE, Outcome.REMOVED_BY_CONTAINERD)
+
+
+def _member_not_cleaned(
+    planned: Sequence[Planned], results: Sequence[ActionResult | None], i: int
+) -> str | None:
+    """Why the sandbox `planned[i]` must stay: a member (a bundle naming it, or on its shim)
+    whose own action did not end with the member gone. None when every member is gone."""
+    sandbox = planned[i].item
+    key = sockets.socket_file(sandbox.address) if sandbox.address else None
+    for j, (item, _decision) in enumerate(planned):
+        if j == i or item.namespace != sandbox.namespace or item.path == sandbox.path:
+            continue
+        on_its_shim = key is not None and bool(item.address)
+        if item.sandbox != sandbox.id and not (
+            on_its_shim and sockets.socket_file(item.address or "") == key
+        ):
+            continue
+        result = results[j]
+        if result is None or result.outcome not in _GONE:
+            outcome = result.outcome if result is not None else "no action"
+            return f"member {item.id} was not cleaned ({outcome}): kept for it"
+    return None
 
 
 def _run(settings: Settings, planned: Planned, shims: Scan) -> ActionResult:
     item, decision = planned
     notes: list[str] = []
     try:
+        if decision.recheck_no_record:
+            actions_owner.recheck_no_record(settings, item)
         for note in _ACTIONS[decision.action](settings, item, decision, shims):
             notes.append(note)
         checkpoint("gc:action-done")
@@ -107,115 +145,17 @@ def _vanished(settings: Settings, item: Item, err: BaseException) -> bool:
     return not os.path.lexists(locate(settings, item.namespace, item.id).path)
 
 
-def _bundle(settings: Settings, item: Item) -> Bundle:
-    bundle = locate(settings, item.namespace, item.id)
-    if not bundle.exists():
-        raise Skip("the bundle is already gone")
-    return bundle
-
-
-def _delete_verb(settings: Settings, bundle: Bundle, pod_binary: str | None = None) -> Notes:
-    said: list[str] = []  # shimstop reports through a list: passed on as they came
-    shimstop.run_delete_verb(settings, bundle, said, pod_binary=pod_binary)
-    yield from said
-
-
-def _delete_task(settings: Settings, item: Item, decision: Decision, _shims: Scan) -> Notes:
-    bundle = _bundle(settings, item)
-    try:
-        yield from _delete_task_through_shim(settings, item, decision, bundle)
-    except Unavailable as err:
-        # The shim died since inspection or while answering (containerd's ErrClosed; or a
-        # crashed shimctl had already shut it down): clean it up as a dead one, re-verified.
-        yield f"the shim went away ({err}); cleaned as dead"
-        _dead_shim_gone(settings, bundle, wait=settings.timeouts.shutdown)
-        yield from _delete_verb(settings, bundle)
-    yield from _remove_dead_socket(settings, item)
-    bundle.delete()
-
-
-def _remove_dead_socket(settings: Settings, item: Item, *, settle: float = 0.0) -> Notes:
-    """A shim that died (or died mid-call) leaves its socket; a live one is not touched.
-    Removed before the bundle: a run killed in between leaves the bundle, found dead again
-    next time, never a socket no bundle names."""
-    if item.address and sockets.remove_if_stale(item.address, settings.socket_dir, settle=settle):
-        yield "removed its stale socket"
-
-
-def _delete_task_through_shim(
-    settings: Settings, item: Item, decision: Decision, bundle: Bundle
-) -> Notes:
-    from shimctl.shim.task import TaskClient
-
-    boot = bundle.connection()
-    if boot is None and item.address is not None:
-        # No connection file (a 2.x create interrupted after `start`): the address inspection
-        # reached the shim at, derived from the shim's own argv.
-        boot = Bootstrap(address=item.address, version=item.api_version or 2)
-    if boot is None:
-        raise Skip("the bundle no longer has an address")
-    t = settings.timeouts
-    with TaskClient.connect(
-        boot.address, item.namespace, timeout=t.load, api_version=boot.version
-    ) as client:
-        info = shimstop.connect_verified(client, item.id, bundle.path, item.namespace, settings)
-        if decision.kind == Kind.LEAKED and item.task_status is None:
-            try:
-                pids = client.pids(item.id, timeout=t.load)
-                raise Skip(f"a task appeared since inspection (pids {pids})")
-            except NotFound:
-                pass
-        exit_ = shimstop.delete_task(client, item.id, settings)
-        checkpoint("gc:task-deleted")
-        if exit_ is not None:
-            yield f"task deleted (exit status {exit_.exit_status})"
-        if decision.shutdown_shim and item.sandbox is None:
-            said: list[str] = []
-            shimstop.shutdown(client, item.id, info.shim_pid, settings, said)
-            yield from said
-            checkpoint("gc:shim-stopped")
-        else:
-            yield "shared shim: not shut down"
-    if exit_ is None:
-        # The shim knows no task, but the runtime may: containerd killed between `runc
-        # create` and the shim's Create answer leaves a `runc init`, its runc state and cgroup.
-        # containerd 1.7+ runs the delete verb when a shim goes (core/runtime/v2/shim.go,
-        # cleanupAfterDeadShim); so do we, before the bundle goes, or nothing could see them.
-        yield from _delete_verb(settings, bundle)
-
-
-def _dead_shim_gone(
-    settings: Settings, bundle: Bundle, *, wait: float = 0.0, shims: Scan | None = None
-) -> None:
-    """Re-verify: nothing answers on the bundle's address and no shim process of it lives
-    (waiting up to `wait` seconds for a dying one to go). `shims`: a scan already made under
-    the lock; None scans now."""
-    # Processes first, then the socket: a dying shim's socket accepts until it has let go.
-    for shim in processes.find_shims(settings.address) if shims is None else shims:
-        mine = processes.is_shim_of(
-            shim, namespace=bundle.namespace, address=settings.address, bundle=bundle.path
-        )
-        if mine and not processes.wait_gone(shim.ref, wait):
-            raise Skip(f"shim process {shim.ref.pid} of this bundle is alive")
-    boot = None
-    with contextlib.suppress(ShimctlError):
-        boot = bundle.connection()
-    listening = sockets.SocketState.LISTENING
-    if boot is not None and sockets.address_state(boot.address, settle=wait) is listening:
-        raise Skip("its socket accepts connections again")
-
-
 def _delete_dead(settings: Settings, item: Item, _decision: Decision, shims: Scan) -> Notes:
-    bundle = _bundle(settings, item)
-    _dead_shim_gone(settings, bundle, shims=shims)
-    yield from _delete_verb(settings, bundle)
+    bundle = present_bundle(settings, item)
+    dead_shim_gone(settings, bundle, shims=shims)
+    yield from delete_verb(settings, bundle)
     checkpoint("gc:verb-run")
-    yield from _remove_dead_socket(settings, item)
+    yield from remove_dead_socket(settings, item)
     bundle.delete()
 
 
 def _delete_bundle(settings: Settings, item: Item, _decision: Decision, _shims: Scan) -> Notes:
-    bundle = _bundle(settings, item)
+    bundle = present_bundle(settings, item)
     try:
         if os.listdir(bundle.path):
             raise Skip("the bundle is no longer empty")
@@ -271,7 +211,7 @@ def _shutdown_orphan(settings: Settings, item: Item, _decision: Decision, _shims
 
 
 def _kill_hung(settings: Settings, item: Item, _decision: Decision, _shims: Scan) -> Notes:
-    bundle = _bundle(settings, item)
+    bundle = present_bundle(settings, item)
     assert item.shim_pid is not None
     shim = processes.verify_shim(
         item.shim_pid,
@@ -288,12 +228,12 @@ def _kill_hung(settings: Settings, item: Item, _decision: Decision, _shims: Scan
     # delete the sandbox bundle that names them.
     for member in _members_of(settings, bundle):
         yield f"member {member.id}: its container is stopped before its shim is killed"
-        yield from _delete_verb(settings, member, _shim_binary_of(bundle))
+        yield from delete_verb(settings, member, _shim_binary_of(bundle))
     if not processes.terminate(shim.ref, grace=settings.timeouts.shutdown):
         raise Unsafe(f"shim {item.shim_pid} did not exit after SIGKILL")
     yield f"stopped hung shim {item.shim_pid}"
-    yield from _delete_verb(settings, bundle)
-    yield from _remove_dead_socket(settings, item, settle=1.0)
+    yield from delete_verb(settings, bundle)
+    yield from remove_dead_socket(settings, item, settle=1.0)
     bundle.delete()
 
 
@@ -341,12 +281,14 @@ def _runc_delete(settings: Settings, item: Item, _decision: Decision, _shims: Sc
     yield delete_runc_state(state_dir, item.runtime or "runc", settings.timeouts.shutdown + 5.0)
 
 
-_OF_A_BUNDLE = frozenset({Action.DELETE_DEAD, Action.DELETE_TASK, Action.KILL})
+_OF_A_BUNDLE = frozenset({Action.DELETE_DEAD, Action.DELETE_TASK, Action.STOP_TASK, Action.KILL})
 """Actions that delete a bundle containerd's own cleanup may delete at the same time."""
 
 _ACTIONS: dict[Action, Callable[[Settings, Item, Decision, Scan], Notes]] = {
     Action.DELETE_DEAD: _delete_dead,
-    Action.DELETE_TASK: _delete_task,
+    Action.DELETE_TASK: actions_task.delete_task,
+    Action.STOP_TASK: actions_task.stop_task,
+    Action.DELETE_VIA_CONTAINERD: actions_owner.delete_via_containerd,
     Action.DELETE_BUNDLE: _delete_bundle,
     Action.REMOVE: _remove,
     Action.SHUTDOWN: _shutdown_orphan,

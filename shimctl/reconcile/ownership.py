@@ -35,9 +35,10 @@ class OwnerView:
     @property
     def containerd_started_at(self) -> float | None:
         """Unix time containerd's process started (API source only)."""
-        if self.records is None or self.records.containerd is None:
+        r = self.records
+        if r is None or r.containerd is None:
             return None
-        return self.records.containerd.create_time
+        return r.containerd_started_at or r.containerd.create_time
 
     def owner_of(self, ev: BundleEvidence) -> Owner:
         if ev.shimctl_started:
@@ -45,11 +46,12 @@ class OwnerView:
         if self.records is None or not self.records.known:
             return Owner.UNKNOWN
         ns = self.records.namespace(ev.namespace)
-        if ev.id in ns.tasks:
-            return Owner.TRACKED
-        if ev.id in ns.containers or ev.id in ns.sandboxes:
-            return Owner.RECORD_ONLY
-        return Owner.NO_RECORD
+        # The record first: Tasks.List lists the runtime's tasks without looking at the
+        # records (services/tasks/local.go at containerd v1.6.20 and v2.1.9, List), so a task
+        # whose record a client deleted is still listed, though no client can reach it.
+        if ev.id not in ns.containers and ev.id not in ns.sandboxes:
+            return Owner.NO_RECORD
+        return Owner.TRACKED if ev.id in ns.tasks else Owner.RECORD_ONLY
 
     def container(self, ev: BundleEvidence) -> ContainerRecord | None:
         if self.records is None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shimctl.node.processes import started_at_wall_clock
 from shimctl.records.model import (
     ContainerRecord,
     NamespaceRecords,
@@ -238,6 +239,7 @@ def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
         tasks_known=not partial.tasks,
         sandboxes_known=not partial.sandboxes,
         containerd=peer.ref,
+        containerd_started_at=started_at_wall_clock(peer.ref) if peer.ref else None,
         version=version,
         reason=partial.reason(),
     )

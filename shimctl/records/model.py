@@ -92,6 +92,9 @@ class OwnerRecords:
     sandboxes_known: bool = False
     #: containerd's process (SO_PEERCRED on its socket), PID and start time; None if unknown.
     containerd: ProcessRef | None = None
+    #: When containerd started on today's wall clock (comparable with a task's exited_at;
+    #: ``containerd.create_time`` is psutil's, for identity only); None if unknown.
+    containerd_started_at: float | None = None
     version: str = ""  # containerd's version (API) or "" when not known
     schema_version: int | None = None  # meta.db ``v1/version`` (metadb source)
     #: Why the owner is unknown, as a code: a BoltError kind of meta.db ("missing", "locked",

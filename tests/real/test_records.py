@@ -11,83 +11,23 @@ import threading
 import time
 from typing import Any
 
-import grpc
 import psutil
 import pytest
-from google.protobuf import empty_pb2
 
 from shimctl.records import bolt
 from shimctl.records.bolt import BoltError
 from shimctl.records.metadb import read_metadb
 from shimctl.records.model import OwnerRecords, Source
 from shimctl.records.owner import read_owner_records
-from shimctl.records.proto.api.services.containers.v1 import containers_pb2
-from shimctl.records.proto.api.services.sandbox.v1 import sandbox_pb2
-from shimctl.records.proto.api.types import sandbox_pb2 as sandbox_types
 from tests.support.containerd import Containerd, running_containerd
 from tests.support.generations import Generation, generation
 from tests.support.helpers import Node
+from tests.support.owner_states import Api
 
 pytestmark = pytest.mark.real
 
 OTHER_NS = "records-other"
 TIMEOUT = 10.0
-
-
-class Api:
-    """containerd's gRPC API for making records the way clients make them."""
-
-    def __init__(self, node: Node) -> None:
-        self.channel = grpc.insecure_channel(f"unix:{node.address}")
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, method: str, request: Any, reply: Any, namespace: str) -> Any:
-        call = self.channel.unary_unary(
-            method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=reply.FromString,
-        )
-        return call(request, timeout=10, metadata=(("containerd-namespace", namespace),))
-
-    def container(self, cid: str, namespace: str = "default") -> Any:
-        return self._call(
-            "/containerd.services.containers.v1.Containers/Get",
-            containers_pb2.GetContainerRequest(id=cid),
-            containers_pb2.GetContainerResponse,
-            namespace,
-        ).container
-
-    def create_container(self, record: Any, namespace: str = "default") -> None:
-        self._call(
-            "/containerd.services.containers.v1.Containers/Create",
-            containers_pb2.CreateContainerRequest(container=record),
-            containers_pb2.CreateContainerResponse,
-            namespace,
-        )
-
-    def delete_container(self, cid: str, namespace: str = "default") -> None:
-        self._call(
-            "/containerd.services.containers.v1.Containers/Delete",
-            containers_pb2.DeleteContainerRequest(id=cid),
-            empty_pb2.Empty,
-            namespace,
-        )
-
-    def create_sandbox(self, sid: str, namespace: str = "default") -> None:
-        self._call(
-            "/containerd.services.sandbox.v1.Store/Create",
-            sandbox_pb2.StoreCreateRequest(
-                sandbox=sandbox_types.Sandbox(
-                    sandbox_id=sid,
-                    runtime=sandbox_types.Sandbox.Runtime(name="io.containerd.runc.v2"),
-                    labels={"io.cri-containerd.kind": "sandbox"},
-                )
-            ),
-            sandbox_pb2.StoreCreateResponse,
-            namespace,
-        )
 
 
 def _has_sandbox_store(gen: Generation) -> bool:

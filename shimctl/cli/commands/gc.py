@@ -78,7 +78,7 @@ def command(
     """Remove leaked, dead and orphaned shims and their leftovers; safe from cron."""
 
     def action(console: Console) -> ExitCode:
-        from shimctl.ops import metrics
+        from shimctl.ops import journal, metrics
         from shimctl.reconcile.run import Reconciler
         from shimctl.settings import parse_duration
 
@@ -106,6 +106,7 @@ def command(
             if target is not None:
                 metrics.record_gc(target, None, version=__version__, run_error=str(err))
             raise
+        journal.record_exits(settings, rep)  # the exits of the tasks it deleted, never lost
         if target is not None:
             try:
                 metrics.record_gc(target, rep, version=__version__)

@@ -179,3 +179,25 @@ def test_a_gone_or_zombie_process_is_no_shim(spawn: Spawn, tmp_path: Path) -> No
     assert proc.pid not in {s.ref.pid for s in processes.find_shims(address)}
     with pytest.raises(Unsafe, match="not a live shim server process"):
         processes.verify_shim(proc.pid, namespace=NS, address=address, bundle=bundle)
+
+
+def test_wall_clock_start_of_a_process_is_now_minus_its_age() -> None:
+    import subprocess
+    import time
+
+    from shimctl.node.processes import ProcessRef, ref_of, started_at_wall_clock
+
+    before = time.time()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        ref = ref_of(child.pid)
+        assert ref is not None
+        started = started_at_wall_clock(ref)
+        assert started is not None
+        # Within the boot clock's tick of when it was spawned, whatever btime says.
+        assert before - 0.05 <= started <= time.time() + 0.05
+        assert started_at_wall_clock(ProcessRef(child.pid, ref.create_time + 5)) is None
+    finally:
+        child.kill()
+        child.wait()
+    assert started_at_wall_clock(ref) is None
