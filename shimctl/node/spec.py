@@ -159,6 +159,23 @@ def bundle_annotations(bundle_dir: str | Path) -> dict[str, str]:
         return {}
 
 
+def cri_sandbox_of(bundle_dir: str | Path, id: str) -> str | None:
+    """The pod sandbox a CRI container bundle belongs to, from its spec's annotations
+    (container-type `container` and the sandbox id); None for anything else. Only specs that
+    mention the annotation are parsed: most bundles on a node are not CRI members."""
+    try:
+        data = fs.read_small(f"{bundle_dir}/{CONFIG}", limit=MAX_SPEC_BYTES)
+        if CRI_SANDBOX_ID.encode() not in data:
+            return None
+        annotations = spec_annotations(parse_spec(data, CONFIG))
+    except (OSError, ShimctlError):
+        return None
+    sandbox = annotations.get(CRI_SANDBOX_ID)
+    if annotations.get(CRI_CONTAINER_TYPE) != "container" or not sandbox or sandbox == id:
+        return None
+    return sandbox
+
+
 def marks_sandbox(annotations: dict[str, str], id: str) -> bool:
     """Do a bundle's annotations mark it the CRI pod sandbox (the pause container) `id`?"""
     return annotations.get(CRI_CONTAINER_TYPE) == "sandbox" or annotations.get(CRI_SANDBOX_ID) == id

@@ -13,11 +13,11 @@ import codecs
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shimctl.output import jsondoc
-from shimctl.output.text import MULTILINE, age, printable, short_runtime, table
+from shimctl.output.text import MULTILINE, age, finding_lines, printable, short_runtime, table
 
 if TYPE_CHECKING:
     from click import ClickException
@@ -82,8 +82,10 @@ class Console:
                 value = "; ".join(str(v) for v in value)
             self.stdout.write(f"{key + ':':<{width + 1}} {printable(str(value))}\n")
 
-    def table(self, headers: list[str], rows: list[list[str]]) -> None:
-        table(self.stdout, headers, rows, color=self.color)
+    def table(
+        self, headers: list[str], rows: list[list[str]], notes: Sequence[Sequence[str]] = ()
+    ) -> None:
+        table(self.stdout, headers, rows, color=self.color, notes=notes)
 
     # -- stderr ---------------------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class Console:
                         ]
                         for f in acted
                     ],
+                    [finding_lines(f) for f in acted],
                 )
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(rep.counts.items())) or "nothing"
             verb = "would act on" if rep.dry_run else "acted on"
@@ -214,7 +217,7 @@ class Console:
             for f in rep.findings
         ]
         if rows:
-            self.table(headers, rows)
+            self.table(headers, rows, [finding_lines(f) for f in rep.findings])
         elif not self.quiet:
             self.stdout.write("no shims, bundles or leftovers found\n")
 

@@ -34,9 +34,9 @@ def present_bundle(settings: Settings, item: Item) -> Bundle:
     return bundle
 
 
-def delete_verb(settings: Settings, bundle: Bundle) -> Notes:
+def delete_verb(settings: Settings, bundle: Bundle, pod_binary: str | None = None) -> Notes:
     said: list[str] = []  # shimstop reports through a list: passed on as they came
-    shimstop.run_delete_verb(settings, bundle, said)
+    shimstop.run_delete_verb(settings, bundle, said, pod_binary=pod_binary)
     yield from said
 
 

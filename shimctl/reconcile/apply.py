@@ -21,7 +21,7 @@ from shimctl.faults import checkpoint
 from shimctl.models.findings import Action, Kind, Outcome
 from shimctl.models.progress import ProgressFn, counted
 from shimctl.node import processes, sockets
-from shimctl.node.bundle import Bundle
+from shimctl.node.bundle import SHIM_BINARY_PATH, Bundle
 from shimctl.node.fs import is_within, remove_tree
 from shimctl.node.lock import state_lock
 from shimctl.reconcile import actions_owner, actions_task
@@ -221,16 +221,28 @@ def _kill_hung(settings: Settings, item: Item, _decision: Decision, _shims: Scan
         shared=False,  # only the bundle's own shim is killed, never a pod's shared one
         seen=item.shim,
     )
+    # The shim serves its pod's members too: their containers would outlive it, unseen. Their
+    # verbs run before the kill, while their bundles are there: once the shim's connection
+    # closes, containerd 2.x deletes a member's bundle without running the verb (shimTask.delete
+    # then shim.Delete in core/runtime/v2/shim.go at v2.1.9), and its disconnect cleanup may
+    # delete the sandbox bundle that names them.
+    for member in _members_of(settings, bundle):
+        yield f"member {member.id}: its container is stopped before its shim is killed"
+        yield from delete_verb(settings, member, _shim_binary_of(bundle))
     if not processes.terminate(shim.ref, grace=settings.timeouts.shutdown):
         raise Unsafe(f"shim {item.shim_pid} did not exit after SIGKILL")
     yield f"stopped hung shim {item.shim_pid}"
-    for member in _members_of(settings, bundle):
-        # The killed shim served them too: their containers would outlive it, unseen.
-        yield f"member {member.id}: its shim was killed"
-        yield from delete_verb(settings, member)
     yield from delete_verb(settings, bundle)
     yield from remove_dead_socket(settings, item, settle=1.0)
     bundle.delete()
+
+
+def _shim_binary_of(bundle: Bundle) -> str | None:
+    """A sandbox's shim binary, for its members (2.x writes none into theirs)."""
+    try:
+        return bundle.read_text(SHIM_BINARY_PATH)
+    except ShimctlError:
+        return None  # each member's verb then says what is missing
 
 
 def _members_of(settings: Settings, bundle: Bundle) -> list[Bundle]:

@@ -17,7 +17,7 @@ from shimctl.reconcile.owner import OwnerQuery
 from shimctl.reconcile.probe import Probing, judge_all
 from shimctl.reconcile.processes import attach_processes, orphan_processes
 from shimctl.reconcile.runc_state import orphan_runc_states
-from shimctl.reconcile.stale_sockets import stale_sockets
+from shimctl.reconcile.stale_sockets import prove_with_records, stale_sockets
 from shimctl.reconcile.walk import namespaces, walk
 from shimctl.records.model import OwnerRecords
 from shimctl.settings import Settings
@@ -49,6 +49,7 @@ def collect(settings: Settings, *, progress: ProgressFn | None = None) -> Invent
     orphans += orphan_runc_states(settings, bundles, scope, now)
     records = owner.result()
     runtime_from_records(settings, bundles, records)
+    sockets = prove_with_records(settings, sockets, records)
     return Inventory(bundles, found.leftovers + orphans + sockets, records)
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from shimctl.errors import NotImplementedByShim, ShimctlError
 from shimctl.models.findings import Kind, ProbeResult
-from shimctl.node import identifiers, processes
+from shimctl.node import fs, identifiers, processes
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, SHIMCTL_STARTED, Bundle
 from shimctl.node.runtimes import recorded_binary_problem
-from shimctl.node.spec import bundle_annotations, marks_sandbox
+from shimctl.node.spec import bundle_annotations, cri_sandbox_of, marks_sandbox
 from shimctl.settings import Settings
 from shimctl.shim.address import parse_address
 from shimctl.shim.bootstrap import Bootstrap
@@ -57,6 +57,9 @@ class Leftover(NamedTuple):
     kind: Kind
     reason: str
     garbage: bool
+    # A stale socket whose name is not the one a shim derives from this containerd's address
+    # and a namespace/id it knows: it may be another containerd's (the socket dir is shared).
+    foreign: bool = False
 
 
 @dataclass
@@ -184,8 +187,14 @@ def read_bundle(
             # Which group it belongs to is unknown: never judged, never deleted unseen.
             ev.unsafe = f"its sandbox file is unreadable: {err}"
             return ev
+    elif (sandbox := cri_sandbox_of(bundle.path, id)) and identifiers.is_valid(sandbox):
+        # containerd 1.6/1.7 write no `sandbox` file: the CRI annotations name the pod.
+        ev.sandbox_of = sandbox
     try:
         ev.runtime = bundle.read_text(SHIM_BINARY_PATH) if SHIM_BINARY_PATH in present else None
+        if ev.runtime is None and ev.sandbox_of is not None:
+            # A pod member runs on its sandbox's shim; 2.x writes its binary only there.
+            ev.runtime = _sandbox_runtime(settings, ns, ev.sandbox_of)
     except ShimctlError as err:
         ev.runtime_error = str(err)
     if ev.runtime is None:
@@ -195,3 +204,27 @@ def read_bundle(
             runtime_problems[ev.runtime] = recorded_binary_problem(ev.runtime)
         ev.runtime_error = runtime_problems[ev.runtime]
     return ev
+
+
+def _sandbox_runtime(settings: Settings, ns: str, sandbox: str) -> str | None:
+    """The shim binary the sandbox bundle of a pod member records (not through a link)."""
+    owner = locate(settings, ns, sandbox)
+    return None if os.path.islink(owner.path) else owner.read_text(SHIM_BINARY_PATH)
+
+
+def live_container_pid(bundle_dir: str | Path) -> int | None:
+    """The container's init process a dead shim left running, from the bundle's `init.pid`
+    (the runc shim has runc write it, cmd/containerd-shim-runc-v2/process/init.go): the PID
+    if that process lives and started before the file was written (a reused PID did not)."""
+    path = f"{bundle_dir}/init.pid"
+    try:
+        raw = fs.read_small(path, limit=64)
+        written = os.lstat(path).st_mtime
+        pid = int(raw.strip())
+    except (OSError, ShimctlError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    ref = processes.live_ref(pid, processes.read_boot_time())
+    # Start times come from clock ticks since boot: allow a second of rounding.
+    return pid if ref is not None and ref.create_time <= written + 1.0 else None

@@ -99,7 +99,10 @@ def plan_with(inventory: Inventory, mode: Mode, policy: Policy) -> list[Planned]
     planned = [Planned(ev.item(), decided[id(ev)]) for ev in bundles]
     for left in inventory.leftovers:
         planned.append(
-            Planned(left.item, _hold_young(left.item, _decide_leftover(left), mode, policy.min_age))
+            Planned(
+                left.item,
+                _hold_young(left.item, _decide_leftover(left, policy), mode, policy.min_age),
+            )
         )
     return planned
 
@@ -144,6 +147,10 @@ def _follow_members(decision: Decision, members: Sequence[Decision], mode: Mode)
     list and load decide a sandbox on its own evidence (load as containerd's manager does)."""
     if mode != Mode.GC or not decision.action.changes_anything or not members:
         return decision
+    if decision.action == Action.KILL:
+        # --kill-hung on a pod's hung shim: its members hang with it (they are reported, no
+        # shim of their own to kill); the kill runs their delete verbs first.
+        return decision
     kept = [m for m in members if not m.action.changes_anything]
     if kept:
         note = f"a sandbox with {len(kept)} kept member(s): kept with them"
@@ -175,8 +182,14 @@ def _hold_young(item: Item, decision: Decision, mode: Mode, min_age: float) -> D
     return replace(decision, action=Action.KEEP, notes=(*decision.notes, note))
 
 
-def _decide_leftover(left: Leftover) -> Decision:
+def _decide_leftover(left: Leftover, policy: Policy) -> Decision:
     action = _CLEANUP.get(left.kind, Action.REPORT) if left.garbage else Action.REPORT
+    if left.foreign and action.changes_anything:
+        # Another containerd's shim may be restarting on it: removed only when asked.
+        if not policy.remove_foreign_sockets:
+            flag = "gc --remove-foreign-sockets removes it"
+            return Decision(left.kind, Action.REPORT, f"{left.reason} ({flag})")
+        return Decision(left.kind, action, f"{left.reason} (--remove-foreign-sockets)")
     return Decision(left.kind, action, left.reason)
 
 

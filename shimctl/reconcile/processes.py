@@ -11,7 +11,7 @@ from shimctl.errors import NotFound, ShimctlError
 from shimctl.models.findings import Kind, ProbeResult
 from shimctl.node import identifiers, processes, sockets
 from shimctl.node.spec import bundle_annotations, shim_group
-from shimctl.reconcile.evidence import BundleEvidence, Item, Leftover, locate
+from shimctl.reconcile.evidence import BundleEvidence, Item, Leftover, live_container_pid, locate
 from shimctl.reconcile.probe import Known, probe_derived
 from shimctl.settings import Settings
 from shimctl.shim.bootstrap import Bootstrap
@@ -36,6 +36,9 @@ def attach_processes(settings: Settings, bundles: list[BundleEvidence], known: K
                 ev.live_process = shim
                 ev.shim_pid = shim.ref.pid
                 break
+        if ev.live_process is None and (pid := live_container_pid(ev.path)) is not None:
+            # Its shim is dead but its container still runs: the delete verb will kill it.
+            ev.task_pids = [pid]
     lost = [ev for ev in silent if ev.boot is None and ev.live_process is not None]
     for ev in lost:
         assert ev.live_process is not None

@@ -51,11 +51,12 @@ class Reconciler:
         kill_hung: bool = False,
         stop_orphaned: bool = False,
         delete_created: bool = False,
+        remove_foreign_sockets: bool = False,
     ) -> ReconcileReport:
         """Clean provable garbage older than `min_age`; safe next to a live containerd."""
         from shimctl.reconcile.plan import Policy
 
-        policy = Policy(min_age, kill_hung, stop_orphaned, delete_created)
+        policy = Policy(min_age, kill_hung, stop_orphaned, delete_created, remove_foreign_sockets)
         return self._reconcile(Mode.GC, dry_run=dry_run, policy=policy)
 
     def _reconcile(

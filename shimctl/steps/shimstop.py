@@ -11,6 +11,7 @@ from shimctl.errors import NotFound, ShimctlError
 from shimctl.node import identifiers, processes, sockets
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import check_executable
+from shimctl.node.spec import cri_sandbox_of
 from shimctl.settings import Settings
 from shimctl.shim import binary
 from shimctl.shim.task import ConnectInfo, Exit, TaskClient
@@ -90,13 +91,20 @@ def shutdown(
     return False
 
 
-def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exit | None:
+def run_delete_verb(
+    settings: Settings, bundle: Bundle, notes: list[str], *, pod_binary: str | None = None
+) -> Exit | None:
     """The shim binary's `delete` verb for a shim that is gone. Its failure is only noted: the
     runc shim's verb fails for a task that was never created (no `runtime` file), and the
-    caller has verified the shim is gone, so the bundle still goes."""
+    caller has verified the shim is gone, so the bundle still goes. `pod_binary`: the pod's
+    shim binary, read by the caller while the sandbox bundle was still there."""
     bundle.check_safe()
     try:
-        shim_binary = bundle.read_text(SHIM_BINARY_PATH) or _sandbox_shim_binary(settings, bundle)
+        shim_binary = (
+            bundle.read_text(SHIM_BINARY_PATH)
+            or pod_binary
+            or _sandbox_shim_binary(settings, bundle)
+        )
     except ShimctlError as err:
         notes.append(f"unreadable shim-binary-path ({err}): the delete verb was not run")
         return None
@@ -123,7 +131,8 @@ def run_delete_verb(settings: Settings, bundle: Bundle, notes: list[str]) -> Exi
 def _sandbox_shim_binary(settings: Settings, bundle: Bundle) -> str | None:
     """containerd 2.x writes no shim-binary-path into a pod member's bundle: the member runs
     on its sandbox's shim, so the sandbox bundle's shim binary is the member's runtime."""
-    sandbox = bundle.read_text(SANDBOX)
+    # 1.6/1.7 write no `sandbox` file: the CRI annotations name the pod.
+    sandbox = bundle.read_text(SANDBOX) or cri_sandbox_of(bundle.path, bundle.id)
     if sandbox is None or sandbox == bundle.id or not identifiers.is_valid(sandbox):
         return None
     owner = Bundle.locate(settings.task_state, settings.task_root, bundle.namespace, sandbox)

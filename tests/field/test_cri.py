@@ -2,9 +2,10 @@
 on containerd 1.6, 1.7 and 2.1.
 
 A quiet node — one pod (host network) with two containers, all on the pod's one shared shim —
-is live: ``shimctl gc --min-age 0`` must leave every process and bundle alone, a second gc
-must find nothing to do, and CRI must stop and remove every pod afterwards (the fixture
-checks that, and that nothing is left: processes, runc state, cgroups, mounts).
+is live: ``list`` shows each container's pod and runtime, ``shimctl gc --min-age 0`` must
+leave every process and bundle alone, a second gc must find nothing to do, and CRI must stop
+and remove every pod afterwards (the fixture checks that, and that nothing is left:
+processes, runc state, cgroups, mounts).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def test_quiet_pod_is_left_alone(cri: Cri) -> None:
 
     listed = listing(node)
     assert {pod.sandbox_id, *members} <= set(listed), sorted(listed)
+    # Pod membership on every generation: 2.x writes a `sandbox` file, 1.6/1.7 only the CRI
+    # annotations; 2.x writes no shim-binary-path into a member: its runtime is the pod's.
+    runtime = listed[pod.sandbox_id]["runtime"]
+    assert runtime and runtime.endswith("/containerd-shim-runc-v2"), listed[pod.sandbox_id]
+    assert listed[pod.sandbox_id]["sandbox"] is None
+    for cid in members:
+        assert (listed[cid]["sandbox"], listed[cid]["runtime"]) == (pod.sandbox_id, runtime)
 
     first = gc(node)
     assert not acted(first), acted(first)

@@ -3,7 +3,6 @@ with real shims and real runc tasks."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -103,9 +102,9 @@ def _build_scene(node: Node, started: Started) -> Scene:
     pids["orph1"] = start_shim(node, "orph1")["shim_pid"]
     shutil.rmtree(node.bundle("orph1"))
     shutil.rmtree(node.workdir("orph1"))
-    # a stale socket in the shim socket dir: bound, then closed (refuses connections)
-    name = hashlib.sha256(str(node.base).encode()).hexdigest()
-    stale = Path("/run/containerd/s") / name
+    # a stale socket in the shim socket dir: bound, then closed (refuses connections), named as
+    # a shim of this containerd derives it for an id the node knows (the orphan work dir)
+    stale = shim_socket_path(node.address, "default", "orphanwork1")
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(stale))
     os.utime(stale, (0, os.stat(stale).st_mtime - 60), follow_symlinks=False)

@@ -30,10 +30,10 @@ from shimctl.reconcile.plan import Decision, Planned
 from shimctl.reconcile.run import assemble, summarize
 from shimctl.records.proto.api.services.tasks.v1 import tasks_pb2
 from shimctl.settings import Settings
-from tests.real.test_records import Api
 from tests.support.containerd import Containerd
 from tests.support.findings import by_id
 from tests.support.helpers import Node, pid_alive, run_cli, wait_gone
+from tests.support.owner_states import Api
 
 pytestmark = pytest.mark.real
 

@@ -45,6 +45,12 @@ if TYPE_CHECKING:
     help=f"Exit {int(ExitCode.GARBAGE_FOUND)} when garbage was found, cleaned or not "
     "(a CI step that fails the job which leaked shims).",
 )
+@click.option(
+    "--remove-foreign-sockets",
+    is_flag=True,
+    help="Also remove stale sockets in the shared socket dir that are not provably this "
+    "containerd's (another containerd's shim may own them).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option(
     "--metrics-file",
@@ -65,6 +71,7 @@ def command(
     stop_orphaned: bool,
     delete_created: bool,
     exit_code: bool,
+    remove_foreign_sockets: bool,
     quiet: bool,
     metrics_file: str | None,
 ) -> ExitCode:
@@ -93,6 +100,7 @@ def command(
                     kill_hung=kill_hung,
                     stop_orphaned=stop_orphaned,
                     delete_created=delete_created,
+                    remove_foreign_sockets=remove_foreign_sockets,
                 )
         except (ShimctlError, OSError) as err:
             if target is not None:
