@@ -11,14 +11,17 @@ answered. CreateContainer makes only a container record and CRI's status checkpo
 ``<root>/io.containerd.grpc.v1.cri/containers/<id>/status``): containerd dies at that file,
 with no task and no bundle for the container.
 
-Then containerd starts again and ``shimctl gc --min-age 0`` runs. After RunPodSandbox, 1.6 and
-2.1 keep the victim's bundle with its shim (which has no task: its Create never registered
-one) and ``runc init``, and gc must delete it as leaked; 1.7 deletes it itself when it loads
-its shims, and gc must then have nothing to do. The correct end state: no
-shim, runc state, ``runc init`` or dead-shim bundle of the victim is left unless containerd
-tracks it; a quiet pod started before is untouched (its processes alive, same PID and start
-time); a second gc has nothing to do; CRI stops and removes every pod, and a pod of the
-victim's name runs again.
+Then ``shimctl gc --min-age 0`` runs, with containerd still down (owners from meta.db) or
+after containerd started again (owners from its API), and again once containerd runs. After
+RunPodSandbox the victim's bundle has a shim with no task (its Create never registered one)
+and a ``runc init``: gc must delete it as leaked, unless containerd's restart did (1.7 deletes
+such a bundle when it loads its shims; 1.6 and 2.1 keep it), when gc has nothing to do.
+
+The correct end state: no shim, runc state, ``runc init`` or dead-shim bundle of the victim is
+left; the victim pod's own sandbox (CreateContainer) and a quiet pod started before are
+untouched (their processes alive, same PID and start time); a second gc has nothing to do;
+CRI removes the victim container (CreateContainer) and stops and removes every pod, and a pod
+of the victim's name runs again (RunPodSandbox).
 """
 
 from __future__ import annotations
@@ -132,8 +135,14 @@ def _remove_container(cri: Cri, container_id: str) -> None:
     cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=container_id), timeout=60)
 
 
+#: When gc runs: before containerd is started again (an operator cleaning a node whose
+#: containerd is down: owners from meta.db) or after (owners from containerd's API).
+GC_WHEN = pytest.mark.parametrize("restart_first", [False, True], ids=["down", "restarted"])
+
+
+@GC_WHEN
 @pytest.mark.runc_hold
-def test_killed_during_run_pod_sandbox(cri: Cri, runc_hold: RuncHold) -> None:
+def test_killed_during_run_pod_sandbox(cri: Cri, runc_hold: RuncHold, restart_first: bool) -> None:
     live = _quiet_pod(cri)
     before = _bundles(cri)
     runc_hold.arm()
@@ -150,11 +159,14 @@ def test_killed_during_run_pod_sandbox(cri: Cri, runc_hold: RuncHold) -> None:
     held = leftovers.cgroup_pids(f"{cri.cgroup_parent}/{victim}")
     assert held, f"no process in the victim's cgroup: {cri.cgroup_parent}/{victim}"
 
-    _restart(cri)
+    if restart_first:
+        _restart(cri)
     _, seen = _gc_on_victim(cri, victim)
     _untouched(live, seen)
     _no_garbage(cri, victim, shim, seen)
     assert not cri.node.bundle(victim, NAMESPACE).exists(), f"victim bundle kept: {seen}"
+    if not restart_first:
+        _restart(cri)
     _second_gc_idle(cri)
     _untouched(live, seen)
 
@@ -167,7 +179,8 @@ def test_killed_during_run_pod_sandbox(cri: Cri, runc_hold: RuncHold) -> None:
     assert cri.leftovers() == [], seen
 
 
-def test_killed_during_create_container(cri: Cri) -> None:
+@GC_WHEN
+def test_killed_during_create_container(cri: Cri, restart_first: bool) -> None:
     live = _quiet_pod(cri)
     pod = cri.run_pod("victim")
     sandbox_shim = _shim_of(cri.node.bundle(pod.sandbox_id, NAMESPACE))
@@ -187,16 +200,19 @@ def test_killed_during_create_container(cri: Cri) -> None:
     victim = found.parent.name
     assert not cri.node.bundle(victim, NAMESPACE).exists(), "CreateContainer made a bundle"
 
-    _restart(cri)
+    if restart_first:
+        _restart(cri)
+    result, seen = _gc_on_victim(cri, victim)
+    assert victim not in findings(result), f"gc saw a container with no bundle: {seen}"
+    _untouched(live, seen)
+    assert not (cri.runc_root / victim).exists(), f"runc state of {victim[:12]}: {seen}"
+    if not restart_first:
+        _restart(cri)
     # CRI lists the container again after the restart: it reloads its containers from
     # containerd's records (``pkg/cri/server/restart.go``); with its status checkpoint never
     # renamed into place the state is unknown, else created.
     state = cri.container_states().get(victim)
     assert state in ("CONTAINER_CREATED", "CONTAINER_UNKNOWN"), cri.container_states()
-    result, seen = _gc_on_victim(cri, victim)
-    assert victim not in findings(result), f"gc saw a container with no bundle: {seen}"
-    _untouched(live, seen)
-    assert not (cri.runc_root / victim).exists(), f"runc state of {victim[:12]}: {seen}"
     _second_gc_idle(cri)
     _untouched(live, seen)
 
