@@ -77,6 +77,15 @@ def _shim_of(bundle: Path) -> psutil.Process | None:
     return None
 
 
+def _holders(hold: RuncHold) -> list[psutil.Process]:
+    """The runc wrappers still running (a held ``runc create``)."""
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(hold.path) in (proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
 def _restart(cri: Cri) -> None:
     cri.containerd.start(timeout=60)
     cri.close()
@@ -154,6 +163,10 @@ def test_killed_during_run_pod_sandbox(cri: Cri, runc_hold: RuncHold, restart_fi
     assert found is not None, f"the victim {victim[:12]} has no live shim"
     shim = (found.pid, found.create_time())
     runc_hold.release()
+    # The shim's Create must be over before gc probes it (its wrapper, ended by the shim
+    # when containerd's connection dropped, or released here).
+    psutil.wait_procs(_holders(runc_hold), timeout=10)
+    assert _holders(runc_hold) == [], "the held runc create did not end"
     assert err is not None, "RunPodSandbox should fail with containerd gone"
     assert (cri.runc_root / victim / "state.json").exists(), "runc create did not run"
     held = leftovers.cgroup_pids(f"{cri.cgroup_parent}/{victim}")
