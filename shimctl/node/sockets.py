@@ -47,6 +47,33 @@ def socket_file(address: str) -> str | None:
     return go_clean(path)
 
 
+# /proc/net/unix's Flags column: __SO_ACCEPTCON, a socket that listen() was called on
+# (Linux include/uapi/linux/net.h; net/unix/af_unix.c, unix_seq_show).
+_ACCEPTCON = 0x10000
+_MAX_NET_UNIX = 64 << 20
+
+
+def listening_paths() -> frozenset[str]:
+    """Paths of the listening unix sockets /proc/net/unix shows (this network namespace
+    only: a path missing here may still listen, so it proves nothing; a path here listens)."""
+    try:
+        with open("/proc/net/unix", "rb") as f:
+            data = f.read(_MAX_NET_UNIX)
+    except OSError:
+        return frozenset()
+    found = set()
+    for line in data.splitlines()[1:]:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7].startswith(b"/"):
+            try:
+                listening = int(fields[3], 16) & _ACCEPTCON
+            except ValueError:
+                continue
+            if listening:
+                found.add(os.fsdecode(fields[7]))
+    return frozenset(found)
+
+
 def probe(path: str | Path, *, timeout: float = 0.5) -> SocketState:
     try:
         st = os.lstat(path)

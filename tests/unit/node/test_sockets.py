@@ -193,3 +193,22 @@ def test_remove_if_stale_only_removes_refusing_sockets_in_the_dir(
     assert sockets.remove_if_stale(f"unix://{dead}", tmp_path)
     assert not dead.exists()
     assert not sockets.remove_if_stale(f"unix://{dead}", tmp_path)  # already gone
+
+
+def test_listening_paths_shows_a_listening_socket_and_not_a_bound_one(tmp_path: Path) -> None:
+    import socket as socketlib
+
+    from shimctl.node.sockets import listening_paths
+
+    listening = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    bound = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    try:
+        listening.bind(str(tmp_path / "l.sock"))
+        listening.listen(1)
+        bound.bind(str(tmp_path / "b.sock"))  # bound, never listening: refuses connections
+        paths = listening_paths()
+        assert str(tmp_path / "l.sock") in paths
+        assert str(tmp_path / "b.sock") not in paths
+    finally:
+        listening.close()
+        bound.close()
