@@ -233,7 +233,11 @@ def record_exits(settings: Settings, report: ReconcileReport) -> int:
     deleted = [
         f
         for f in report.findings
-        if f.exit_status is not None and f.outcome == Outcome.DONE and f.action in deletes
+        # Removed by containerd: gc had shut the shim down, containerd's own cleanup of the
+        # disconnected shim won the race for the bundle; the task is gone all the same.
+        if f.exit_status is not None
+        and f.outcome in (Outcome.DONE, Outcome.REMOVED_BY_CONTAINERD)
+        and f.action in deletes
     ]
     if not deleted:
         return 0

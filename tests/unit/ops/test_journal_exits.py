@@ -81,6 +81,8 @@ def test_exits_of_deleted_tasks_are_journalled(settings: Settings) -> None:
             exit_status=0,
             exited_at=1_600_000_000.0,
         ),
+        # containerd's cleanup of the shut-down shim removed the bundle: the task is gone.
+        _finding("raced", Action.DELETE_TASK, Outcome.REMOVED_BY_CONTAINERD, exit_status=5),
         # Not journalled: no exit seen, not done, not a task delete.
         _finding("noexit", Action.DELETE_TASK, Outcome.DONE),
         _finding("skipped", Action.DELETE_TASK, Outcome.SKIPPED, exit_status=1),
@@ -88,15 +90,17 @@ def test_exits_of_deleted_tasks_are_journalled(settings: Settings) -> None:
         _finding("dry", Action.DELETE_TASK, Outcome.DRY_RUN, exit_status=1),
         _finding("dead", Action.DELETE_DEAD, Outcome.DONE, exit_status=1),
     )
-    assert journal.record_exits(settings, report) == 3
+    assert journal.record_exits(settings, report) == 4
     events = journal.read(settings).events
     assert [(e.namespace, e.topic, e.type_url) for e in events] == [
         ("default", "/tasks/delete", "containerd.events.TaskDelete"),
         ("k8s.io", "/tasks/delete", "containerd.events.TaskDelete"),
         ("default", "/tasks/delete", "containerd.events.TaskDelete"),
+        ("default", "/tasks/delete", "containerd.events.TaskDelete"),
     ]
     decoded = [TaskDelete.FromString(base64.b64decode(e.value)) for e in events]
-    first, second, third = decoded
+    first, second, third, fourth = decoded
+    assert (fourth.container_id, fourth.exit_status) == ("raced", 5)
     assert (first.container_id, first.pid, first.exit_status, first.id) == ("gone", 4242, 3, "")
     assert (first.exited_at.seconds, first.exited_at.nanos) == (1_700_000_000, 250_000_000)
     assert (second.container_id, second.pid, second.exit_status) == ("k", 0, 137)
