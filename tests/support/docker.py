@@ -44,8 +44,16 @@ IMAGE = "shimctl-field:1"
 #: The name of Docker's runtime when the test brings its own runc.
 RUNTIME = "field-runc"
 READY_TIMEOUT = 30.0
-#: dockerd's errors while its containerd connection is not back yet.
-RECONNECTING = ("connection refused", "Unavailable", "transport: ", "connection error")
+#: dockerd's errors while its containerd connection is not back yet (dockerd 20.10 also
+#: says "connection closed: unavailable" while its grpc client reconnects).
+RECONNECTING = (
+    "connection refused",
+    "Unavailable",
+    "unavailable",
+    "connection closed",
+    "transport: ",
+    "connection error",
+)
 STOP_GRACE = 20.0
 
 
