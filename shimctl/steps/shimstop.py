@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from shimctl.errors import NotFound, ShimctlError
+from shimctl.errors import DeadlineExceeded, NotFound, ShimctlError
 from shimctl.node import identifiers, processes, sockets
 from shimctl.node.bundle import SANDBOX, SHIM_BINARY_PATH, Bundle
 from shimctl.node.runtimes import check_executable
@@ -96,7 +96,8 @@ def run_delete_verb(
 ) -> Exit | None:
     """The shim binary's `delete` verb for a shim that is gone. Its failure is only noted: the
     runc shim's verb fails for a task that was never created (no `runtime` file), and the
-    caller has verified the shim is gone, so the bundle still goes. `pod_binary`: the pod's
+    caller has verified the shim is gone, so the bundle still goes. A verb cut short by its
+    timeout raises instead (the bundle stays). `pod_binary`: the pod's
     shim binary, read by the caller while the sandbox bundle was still there."""
     bundle.check_safe()
     try:
@@ -121,6 +122,13 @@ def run_delete_verb(
         check_executable(shim_binary)
         shim = access.shim_binary(settings, shim_binary, bundle.namespace, bundle.id)
         exit_ = binary.run_delete(shim, bundle.path, timeout=settings.timeouts.cleanup)
+    except DeadlineExceeded as err:
+        # Cut short, the verb may have left its container (a `runc init`, runc state, a
+        # cgroup) half deleted: the bundle must stay, so the next run can see it and retry.
+        raise DeadlineExceeded(
+            f"the delete verb did not finish ({err}): bundle kept for the next run",
+            hint="raise --timeout (the cleanup timeout) and run again",
+        ) from None
     except ShimctlError as err:
         notes.append(f"delete verb failed: {err}")
         return None
