@@ -123,16 +123,21 @@ def publish(settings: Settings, *, topic: str, namespace: str, data: bytes) -> E
         value=base64.b64encode(value).decode(),
     )
     line = (json.dumps(event.__dict__, separators=(",", ":")) + "\n").encode()
-    path = journal_path(settings)
+    _append(journal_path(settings), line)
+    return event
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append whole lines under the journal's lock, rotating it first when they would pass
+    MAX_BYTES."""
     with _locked_journal(path) as fd:
-        if os.fstat(fd).st_size + len(line) > MAX_BYTES:
+        if os.fstat(fd).st_size + len(data) > MAX_BYTES:
             # Rotate under the lock: later writers see a new inode and re-open.
             os.replace(path, path.with_name(path.name + ".1"))
             with _locked_journal(path) as fresh:
-                os.write(fresh, line)
+                os.write(fresh, data)
         else:
-            os.write(fd, line)
-    return event
+            os.write(fd, data)
 
 
 def _read_lines(path: Path) -> list[bytes]:
@@ -241,16 +246,8 @@ def record_exits(settings: Settings, report: ReconcileReport) -> int:
     ]
     if not deleted:
         return 0
-    lines = b"".join(_exit_line(f) for f in deleted)
-    path = journal_path(settings)
     try:
-        with _locked_journal(path) as fd:
-            if os.fstat(fd).st_size + len(lines) > MAX_BYTES:
-                os.replace(path, path.with_name(path.name + ".1"))
-                with _locked_journal(path) as fresh:
-                    os.write(fresh, lines)
-            else:
-                os.write(fd, lines)
+        _append(journal_path(settings), b"".join(_exit_line(f) for f in deleted))
     except (FailedPrecondition, OSError) as err:
         for f in deleted:
             f.notes.append(f"its exit was not written to the events journal: {err}")

@@ -208,6 +208,19 @@ def _query(
     return version, found, partial
 
 
+def open_channel(grpc: Any, address: str) -> Any:
+    """A channel to containerd's socket: answers bounded, no retries (every call has its own
+    deadline), no proxy."""
+    return grpc.insecure_channel(
+        f"unix:{socket_path(address)}",
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.enable_retries", 0),
+            ("grpc.enable_http_proxy", 0),
+        ],
+    )
+
+
 def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
     """Ask the containerd at ``address`` (``peer``: it accepted a connect) for its records,
     within ``timeout`` seconds in all. Never raises; "owner unknown" on any failure."""
@@ -218,14 +231,7 @@ def query_api(address: str, peer: Peer, timeout: float) -> OwnerRecords:
         return unknown("api:ImportError", f"grpcio is not importable: {err}", peer.ref)
     channel = None
     try:
-        channel = grpc.insecure_channel(
-            f"unix:{socket_path(address)}",
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.enable_retries", 0),
-                ("grpc.enable_http_proxy", 0),
-            ],
-        )
+        channel = open_channel(grpc, address)
         version, namespaces, partial = _query(grpc, channel, deadline)
     except Exception as err:  # noqa: BLE001 - grpc.RpcError, a decode error, anything from a hostile peer
         failure, text = _describe(err)

@@ -26,8 +26,8 @@ from shimctl.errors import (
     Unavailable,
     from_grpc_code,
 )
-from shimctl.records.api import MAX_MESSAGE, NAMESPACE_HEADER
-from shimctl.records.peer import dial, socket_path
+from shimctl.records.api import NAMESPACE_HEADER, open_channel
+from shimctl.records.peer import dial
 
 TASKS_DELETE = "/containerd.services.tasks.v1.Tasks/Delete"
 CONTAINERS_GET = "/containerd.services.containers.v1.Containers/Get"
@@ -78,14 +78,7 @@ def _call(
         import grpc
     except ImportError as err:  # a broken install: as if containerd did not answer
         raise Unavailable(f"grpcio is not importable: {err}") from None
-    channel = grpc.insecure_channel(
-        f"unix:{socket_path(address)}",
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.enable_retries", 0),
-            ("grpc.enable_http_proxy", 0),
-        ],
-    )
+    channel = open_channel(grpc, address)
     try:
         call = channel.unary_unary(
             method,
