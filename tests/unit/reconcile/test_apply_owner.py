@@ -28,8 +28,15 @@ from shimctl.records.proto.api.services.containers.v1 import containers_pb2
 from shimctl.records.proto.api.services.tasks.v1 import tasks_pb2
 from shimctl.records.tasks import CONTAINERS_GET, TASKS_DELETE
 from shimctl.settings import Settings, Timeouts
+from tests.support.fake_containerd_api import (
+    SLACK,
+    Handler,
+    grpc_fake,
+    raw_fake,
+    sleeper,
+    status,
+)
 from tests.unit.records.boltwriter import Tree, build
-from tests.unit.records.test_api_faults import SLACK, Handler, grpc_fake, raw_fake
 from tests.unit.records.test_metadb import container
 
 NS = "default"
@@ -76,22 +83,6 @@ def _calls(seen: list[tuple[str, str]]) -> Handler:
     return handler
 
 
-def _status(code: grpc.StatusCode, text: str) -> Handler:
-    def handler(_: bytes, ctx: Any) -> bytes:
-        ctx.abort(code, text)
-        return b""
-
-    return handler
-
-
-def _sleeper(seconds: float) -> Handler:
-    def handler(_: bytes, ctx: Any) -> bytes:
-        time.sleep(seconds)
-        return b""
-
-    return handler
-
-
 VIA = Decision(Kind.LEAKED, Action.DELETE_VIA_CONTAINERD, "exited while containerd was down")
 # No task status: the shim's State re-check is the real tests' (it needs a real shim).
 ITEM = Item(NS, ID, "/unused", age_seconds=900.0)
@@ -130,9 +121,9 @@ def test_delete_via_containerd_when_containerd_removes_the_bundle(settings: Sett
 @pytest.mark.parametrize(
     ("handler", "note"),
     [
-        (_status(grpc.StatusCode.NOT_FOUND, "task c1 not found"), "someone else deleted it"),
-        (_status(grpc.StatusCode.UNAVAILABLE, "shutting down"), "containerd does not answer"),
-        (_sleeper(5), "did not answer in time"),
+        (status(grpc.StatusCode.NOT_FOUND, "task c1 not found"), "someone else deleted it"),
+        (status(grpc.StatusCode.UNAVAILABLE, "shutting down"), "containerd does not answer"),
+        (sleeper(5), "did not answer in time"),
     ],
     ids=["not-found", "unavailable", "hangs"],
 )
@@ -160,7 +151,7 @@ def test_delete_via_containerd_never_falls_back_to_the_shim(settings: Settings) 
 
 
 def test_delete_via_containerd_refused_is_a_failure(settings: Settings) -> None:
-    handler = _status(grpc.StatusCode.FAILED_PRECONDITION, "task must be stopped")
+    handler = status(grpc.StatusCode.FAILED_PRECONDITION, "task must be stopped")
     with grpc_fake(Path(settings.address), {TASKS_DELETE: handler}):
         result = _apply(settings, ITEM, VIA)
     assert result.outcome == Outcome.FAILED and "task must be stopped" in (result.error or "")
@@ -230,7 +221,7 @@ def test_a_record_that_appeared_is_seen_through_the_api(
 
 @pytest.mark.parametrize(
     "handler",
-    [_sleeper(5), _status(grpc.StatusCode.INTERNAL, "boom")],
+    [sleeper(5), status(grpc.StatusCode.INTERNAL, "boom")],
     ids=["hangs", "internal"],
 )
 def test_an_api_that_does_not_answer_properly_leaves_it(

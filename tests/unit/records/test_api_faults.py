@@ -10,10 +10,8 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,16 @@ from shimctl.records.proto.api.services.tasks.v1 import tasks_pb2
 from shimctl.records.proto.api.services.version.v1 import version_pb2
 from shimctl.records.proto.api.types import sandbox_pb2 as sandbox_types
 from shimctl.records.proto.api.types.task import task_pb2
+from tests.support.fake_containerd_api import (
+    SLACK,
+    Handler,
+    garbage,
+    grpc_fake,
+    raw_fake,
+    sleeper,
+)
 
 TIMEOUT = 1.0
-SLACK = 0.5  # what a loaded 2-core machine may add to a deadline
-
-Handler = Callable[[bytes, Any], bytes]
 
 
 def _answers() -> dict[str, Handler]:
@@ -101,62 +104,6 @@ def _answers() -> dict[str, Handler]:
     }
 
 
-class _Generic(grpc.GenericRpcHandler):  # type: ignore[misc]
-    def __init__(self, methods: dict[str, Handler]) -> None:
-        self.methods = methods
-
-    def service(self, details: Any) -> Any:
-        fn = self.methods.get(details.method)
-        if fn is None:
-            return None  # UNIMPLEMENTED, as containerd 1.6 answers for the sandbox store
-        return grpc.unary_unary_rpc_method_handler(fn)  # raw bytes in and out
-
-
-@contextlib.contextmanager
-def grpc_fake(path: Path, methods: dict[str, Handler]) -> Iterator[None]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((_Generic(methods),))
-    server.add_insecure_port(f"unix:{path}")
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(0).wait(5)
-
-
-@contextlib.contextmanager
-def raw_fake(path: Path, on_accept: Callable[[socket.socket], None]) -> Iterator[None]:
-    """A listener that hands every connection to ``on_accept`` on its own thread."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(16)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def serve() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conns.append(conn)
-            threading.Thread(target=on_accept, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
-        for conn in conns:
-            conn.close()
-
-
 def _read(tmp_path: Path, address: Path, timeout: float = TIMEOUT) -> tuple[Any, float]:
     start = time.monotonic()
     records = read_owner_records(tmp_path / "root", str(address), timeout)
@@ -207,18 +154,6 @@ def test_no_sandbox_store_is_containerd_16(tmp_path: Path) -> None:
 # -- faults ---------------------------------------------------------------------------------
 
 
-def _sleeper(seconds: float) -> Handler:
-    def handler(_: bytes, ctx: Any) -> bytes:
-        time.sleep(seconds)
-        return b""
-
-    return handler
-
-
-def _garbage(_: bytes, ctx: Any) -> bytes:
-    return b"\xff\xff\xff\xff not a protobuf message"
-
-
 def _denied(_: bytes, ctx: Any) -> bytes:
     ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "go away")
     return b""
@@ -229,18 +164,18 @@ def _denied(_: bytes, ctx: Any) -> bytes:
     [
         (
             "/containerd.services.namespaces.v1.Namespaces/List",
-            _sleeper(5),
+            sleeper(5),
             "api:DEADLINE_EXCEEDED",
         ),
         (
             "/containerd.services.containers.v1.Containers/List",
-            _sleeper(5),
+            sleeper(5),
             "api:DEADLINE_EXCEEDED",
         ),
-        ("/containerd.services.version.v1.Version/Version", _sleeper(5), "api:DEADLINE_EXCEEDED"),
-        ("/containerd.services.namespaces.v1.Namespaces/List", _garbage, "api:INTERNAL"),
-        ("/containerd.services.containers.v1.Containers/List", _garbage, "api:INTERNAL"),
-        ("/containerd.services.version.v1.Version/Version", _garbage, "api:INTERNAL"),
+        ("/containerd.services.version.v1.Version/Version", sleeper(5), "api:DEADLINE_EXCEEDED"),
+        ("/containerd.services.namespaces.v1.Namespaces/List", garbage, "api:INTERNAL"),
+        ("/containerd.services.containers.v1.Containers/List", garbage, "api:INTERNAL"),
+        ("/containerd.services.version.v1.Version/Version", garbage, "api:INTERNAL"),
         ("/containerd.services.containers.v1.Containers/List", _denied, "api:PERMISSION_DENIED"),
         ("/containerd.services.namespaces.v1.Namespaces/List", _denied, "api:PERMISSION_DENIED"),
     ],
@@ -265,11 +200,11 @@ SANDBOXES = "/containerd.services.sandbox.v1.Store/List"
 @pytest.mark.parametrize(
     ("method", "handler", "text"),
     [
-        (TASKS, _sleeper(5), "DEADLINE_EXCEEDED"),  # 1.6 asking hung shims one by one
-        (TASKS, _garbage, "INTERNAL"),
+        (TASKS, sleeper(5), "DEADLINE_EXCEEDED"),  # 1.6 asking hung shims one by one
+        (TASKS, garbage, "INTERNAL"),
         (TASKS, _denied, "PERMISSION_DENIED"),
-        (SANDBOXES, _sleeper(5), "DEADLINE_EXCEEDED"),
-        (SANDBOXES, _garbage, "INTERNAL"),
+        (SANDBOXES, sleeper(5), "DEADLINE_EXCEEDED"),
+        (SANDBOXES, garbage, "INTERNAL"),
         (SANDBOXES, _denied, "PERMISSION_DENIED"),
     ],
 )

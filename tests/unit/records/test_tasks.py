@@ -27,7 +27,15 @@ from shimctl.records.tasks import (
     delete_task,
     has_container,
 )
-from tests.unit.records.test_api_faults import SLACK, Handler, grpc_fake, raw_fake
+from tests.support.fake_containerd_api import (
+    SLACK,
+    Handler,
+    garbage,
+    grpc_fake,
+    raw_fake,
+    sleeper,
+    status,
+)
 
 TIMEOUT = 1.0
 
@@ -72,26 +80,6 @@ def _getter(seen: Seen, known: set[str], answer_id: str | None = None) -> Handle
     return handler
 
 
-def _status(code: grpc.StatusCode, text: str) -> Handler:
-    def handler(_: bytes, ctx: Any) -> bytes:
-        ctx.abort(code, text)
-        return b""
-
-    return handler
-
-
-def _sleeper(seconds: float) -> Handler:
-    def handler(_: bytes, ctx: Any) -> bytes:
-        time.sleep(seconds)
-        return b""
-
-    return handler
-
-
-def _garbage(_: bytes, ctx: Any) -> bytes:
-    return b"\xff\xff\xff\xff not a protobuf message"
-
-
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     start = time.monotonic()
     try:
@@ -118,11 +106,11 @@ def test_delete_task_sends_the_namespace_and_returns_the_exit(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("handler", "error"),
     [
-        (_status(grpc.StatusCode.NOT_FOUND, 'container "c1" in namespace: not found'), NotFound),
-        (_status(grpc.StatusCode.FAILED_PRECONDITION, "task must be stopped"), FailedPrecondition),
-        (_status(grpc.StatusCode.UNAVAILABLE, "going away"), Unavailable),
-        (_sleeper(5), DeadlineExceeded),
-        (_garbage, Unknown),  # an answer that is no DeleteResponse: not taken as a success
+        (status(grpc.StatusCode.NOT_FOUND, 'container "c1" in namespace: not found'), NotFound),
+        (status(grpc.StatusCode.FAILED_PRECONDITION, "task must be stopped"), FailedPrecondition),
+        (status(grpc.StatusCode.UNAVAILABLE, "going away"), Unavailable),
+        (sleeper(5), DeadlineExceeded),
+        (garbage, Unknown),  # an answer that is no DeleteResponse: not taken as a success
     ],
 )
 def test_delete_task_errors(tmp_path: Path, handler: Handler, error: type[Exception]) -> None:
@@ -176,10 +164,10 @@ def test_has_container_true_and_false(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "handler",
     [
-        _sleeper(5),
-        _garbage,
-        _status(grpc.StatusCode.UNAVAILABLE, "going away"),
-        _status(grpc.StatusCode.PERMISSION_DENIED, "go away"),
+        sleeper(5),
+        garbage,
+        status(grpc.StatusCode.UNAVAILABLE, "going away"),
+        status(grpc.StatusCode.PERMISSION_DENIED, "go away"),
         _getter(Seen(), {"here"}, answer_id="someone-else"),  # an answer about another id
     ],
     ids=["hangs", "garbage", "unavailable", "denied", "wrong-id"],
