@@ -33,17 +33,22 @@ _FOREIGN = (
 
 def stale_sockets(settings: Settings, bundles: list[BundleEvidence], now: float) -> list[Leftover]:
     referenced = {p for ev in bundles if ev.boot and (p := sockets.socket_file(ev.boot.address))}
-    candidates = []
-    # Listening per /proc/net/unix: not stale, and no connect needed to say so (a dir of
-    # other containerds' live shims would otherwise cost a connect each). Anything not listed
-    # is still probed: /proc/net/unix shows this network namespace's sockets only.
-    listening = sockets.listening_paths()
-    for entry in subdirs(settings.socket_dir):
-        if entry.path in referenced or len(entry.name) != 64 or entry.path in listening:
-            continue
-        # Anything but a socket that refuses (a file, a live socket) is not stale.
-        if sockets.probe(entry.path) is sockets.SocketState.REFUSED:
-            candidates.append(entry)
+    unnamed = [
+        entry
+        for entry in subdirs(settings.socket_dir)
+        if entry.path not in referenced and len(entry.name) == 64
+    ]
+    # Listening per /proc/net/unix (read only when some socket is unnamed): not stale, and no
+    # connect needed to say so (a dir of other containerds' live shims would otherwise cost a
+    # connect each). Anything not listed is still probed: /proc/net/unix shows this network
+    # namespace's sockets only.
+    listening = sockets.listening_paths() if unnamed else frozenset()
+    # Anything but a socket that refuses (a file, a live socket) is not stale.
+    candidates = [
+        entry
+        for entry in unnamed
+        if entry.path not in listening and sockets.probe(entry.path) is sockets.SocketState.REFUSED
+    ]
     if not candidates:
         return []
     # Also spare sockets named by bundles the evidence could not parse (junk, unsafe).
